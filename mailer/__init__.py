@@ -1,0 +1,1 @@
+"""supportd's transport and ledger: IMAP intake, the pipeline, the outbox, the daemon and its CLI."""

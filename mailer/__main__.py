@@ -1,0 +1,7 @@
+"""`python -m mailer` is the `supportd` command."""
+
+import sys
+
+from mailer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,272 @@
+"""`supportd` — the command line. Every user mistake ends in one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+
+from mailer.config import Config, ConfigError, load_config
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed without a traceback."""
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config or os.environ.get("SUPPORTD_CONFIG") or "supportd.toml")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(_config_path(args))
+
+
+def _app(args: argparse.Namespace, *, upgrade: bool = True):
+    from mailer import migrate
+    from mailer.app import App
+
+    config = _load(args)
+    if upgrade:
+        migrate.upgrade(config.database_url)
+    return App.from_config(config)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"{args.file}: OK ({len(config.mailboxes)} mailboxes, {len(config.queues)} queues, "
+          f"{len(config.rules)} rules, database {config.database_url.split('@')[-1]})")
+    return EXIT_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from mailer import migrate
+
+    config = _load(args)
+    migrate.upgrade(config.database_url)
+    print("database schema is current")
+    return EXIT_OK
+
+
+def cmd_accounts_import(args: argparse.Namespace) -> int:
+    from mailer.accounts import ImportError_, import_accounts
+
+    app = _app(args)
+    try:
+        report = import_accounts(app.db, Path(args.file))
+    except ImportError_ as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        app.close()
+    print(f"accounts: {report.added} added, {report.updated} updated")
+    return EXIT_OK
+
+
+def _on_signals(handler: Callable[[], None]) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("supportd").info("received %s", signal.Signals(signum).name)
+        handler()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mailer.daemon import Daemon, DaemonError
+
+    app = _app(args)
+    if not app.config.mailboxes:
+        raise UserError(f"{app.config.source}: mailboxes: no [[mailboxes]] configured, nothing to read")
+    daemon = Daemon(app)
+    if args.once:
+        try:
+            backlog = daemon.run_once()
+        except DaemonError as exc:
+            raise UserError(str(exc)) from None
+        if not backlog.empty:
+            print(f"supportd: gave up after {app.config.once_timeout:g}s with {backlog.mails} mails and "
+                  f"{backlog.replies} replies unfinished (last error: {backlog.last_error})", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_OK
+    _on_signals(daemon.stop)
+    daemon.run()
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import threading
+
+    from mailer.workers import Workers
+
+    app = _app(args, upgrade=False)
+    if app.config.broker.embedded:
+        raise UserError(f"{app.config.source}: broker.url: is \"embedded\"; `supportd worker` needs a Redis or "
+                        "RabbitMQ URL (the embedded broker's workers run inside `supportd run`)")
+    stop = threading.Event()
+    _on_signals(stop.set)
+    workers = Workers(app)
+    workers.start(args.threads or app.config.broker.worker_threads or 4)
+    logging.getLogger("supportd").info("worker running on %s", app.config.broker.url.split("@")[-1])
+    stop.wait()
+    workers.stop()
+    app.close()
+    return EXIT_OK
+
+
+def cmd_tickets_list(args: argparse.Namespace) -> int:
+    from mailer.db import Ticket, TicketMessage
+
+    app = _app(args)
+    with app.db.session() as session:
+        counts = dict(session.execute(select(TicketMessage.ticket_id, func.count()).where(
+            TicketMessage.direction == "in").group_by(TicketMessage.ticket_id)).all())
+        query = select(Ticket).order_by(Ticket.id)
+        if args.status:
+            query = query.where(Ticket.status == args.status)
+        tickets = list(session.scalars(query))
+        rows = [_ticket_json(t, counts.get(t.id, 0)) for t in tickets]
+    app.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    else:
+        print(format_ticket_table(rows, ZoneInfo(app.config.calendar.time_zone)))
+    return EXIT_OK
+
+
+def _ticket_json(ticket, message_count: int) -> dict[str, object]:
+    iso = lambda d: d.isoformat() if d else None  # noqa: E731
+    return {
+        "id": ticket.id, "queue": ticket.queue, "priority": ticket.priority, "status": ticket.status,
+        "customer_email": ticket.customer_email, "verified": ticket.verified, "subject": ticket.subject,
+        "language": ticket.language, "message_count": message_count, "identifiers": ticket.identifiers,
+        "created_at": iso(ticket.created_at), "first_response_due": iso(ticket.first_response_due),
+        "resolution_due": iso(ticket.resolution_due),
+    }
+
+
+def format_ticket_table(rows: Sequence[dict[str, object]], zone: ZoneInfo) -> str:
+    """A table for people: due times in the desk's time zone."""
+    header = f"{'#':>5}  {'queue':<9} {'priority':<8} {'verified':<12} {'msgs':>4}  {'first reply due':<17} subject"
+    lines = [f"(times in {zone.key})", header, "-" * len(header)]
+    for r in rows:
+        due_at = r["first_response_due"]
+        due = datetime.fromisoformat(str(due_at)).astimezone(zone).strftime("%a %d %b %H:%M") if due_at else ""
+        lines.append(f"{r['id']:>5}  {r['queue']:<9} {r['priority']:<8} {r['verified']:<12} {r['message_count']:>4}"
+                     f"  {due:<17} {str(r['subject'])[:60]}")
+    return "\n".join(lines)
+
+
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    from mailer.db import RawMessage
+
+    app = _app(args)
+    with app.db.session() as session:
+        rows = session.execute(select(RawMessage.id, RawMessage.mailbox, RawMessage.uid, RawMessage.stage,
+                                      RawMessage.error).where(RawMessage.status == "quarantined")
+                               .order_by(RawMessage.id)).all()
+    app.close()
+    for row in rows:
+        print(f"{row.id:>6}  {row.mailbox}:{row.uid}  stage={row.stage}  {row.error}")
+    print(f"{len(rows)} quarantined")
+    return EXIT_OK
+
+
+def cmd_quarantine_retry(args: argparse.Namespace) -> int:
+    """Put quarantined mails back to pending; the next `supportd run` (or the running daemon) takes them."""
+    from sqlalchemy import update
+
+    from mailer.db import RawMessage
+
+    app = _app(args)
+    with app.db.session() as session:
+        query = update(RawMessage).where(RawMessage.status == "quarantined", RawMessage.stage != "intake")
+        if not args.all:
+            if not args.ids:
+                raise UserError("give message ids (see `supportd quarantine list`) or --all")
+            query = query.where(RawMessage.id.in_(args.ids))
+        count = session.execute(query.values(status="pending", stage=None, error=None)).rowcount
+    app.close()
+    print(f"{count} mails back in the queue")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mailer.demo import run_demo
+
+    return run_demo(keep=Path(args.keep) if args.keep else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="supportd", description="Email support pipeline daemon.")
+    parser.add_argument("--log-level", default=os.environ.get("SUPPORTD_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
+                parent: argparse._SubParsersAction = sub, config: bool = True) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_text, description=help_text)
+        if config:
+            p.add_argument("--config", "-c", help="config file (default $SUPPORTD_CONFIG or ./supportd.toml)")
+        p.set_defaults(func=func)
+        return p
+
+    run = command("run", cmd_run, "run the daemon until SIGTERM/SIGINT")
+    run.add_argument("--once", action="store_true", help="process what is in the mailboxes now, send replies, exit")
+    worker = command("worker", cmd_worker, "run broker workers only (Redis or RabbitMQ broker)")
+    worker.add_argument("--threads", type=int, default=0)
+    check = command("check-config", cmd_check_config, "validate a config file and exit", config=False)
+    check.add_argument("file", type=Path)
+    command("demo", cmd_demo, "run the whole pipeline on embedded servers with sample mails",
+            config=False).add_argument("--keep", metavar="DIR", help="keep the database and files in DIR")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    command("upgrade", cmd_db_upgrade, "create or migrate the schema to the current version", parent=db)
+
+    accounts = sub.add_parser("accounts", help="the account directory").add_subparsers(dest="sub", required=True)
+    command("import", cmd_accounts_import, "load accounts from CSV (email,user_id,language,display_name)",
+            parent=accounts).add_argument("file")
+
+    tickets = sub.add_parser("tickets", help="tickets").add_subparsers(dest="sub", required=True)
+    listing = command("list", cmd_tickets_list, "list tickets", parent=tickets)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.add_argument("--status", choices=["open", "pending", "closed"])
+
+    quarantine = sub.add_parser("quarantine", help="mails that could not be processed").add_subparsers(
+        dest="sub", required=True)
+    command("list", cmd_quarantine_list, "list quarantined mails with stage and reason", parent=quarantine)
+    retry = command("retry", cmd_quarantine_retry, "put quarantined mails back in the queue", parent=quarantine)
+    retry.add_argument("ids", nargs="*", type=int)
+    retry.add_argument("--all", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("dramatiq").setLevel(max(logging.WARNING, logging.getLogger().level))
+    for noisy in ("imapclient", "alembic", "pika"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"supportd: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UserError as exc:
+        print(f"supportd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

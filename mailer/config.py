@@ -1,0 +1,476 @@
+"""The one configuration file, `supportd.toml`, read and validated at start.
+
+Every key is checked here, once: a wrong key or value raises `ConfigError` naming the file, the key and
+the reason, and the CLI prints that line and exits 2. Nothing past this module sees raw TOML.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DONE_ACTIONS = ("seen", "flagged", "move", "none")
+PRIORITIES = ("low", "normal", "high", "urgent")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ConfigError(Exception):
+    """A configuration mistake, told as `file: key: reason`."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        self.source, self.key, self.reason = source, key, reason
+        super().__init__(f"{source}: {key}: {reason}")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A server given as a URL: scheme, host, port, credentials and path."""
+
+    scheme: str
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    path: str = ""
+
+    @property
+    def implicit_tls(self) -> bool:
+        return self.scheme in ("imaps", "smtps")
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    name: str
+    endpoint: Endpoint
+    folder: str = "INBOX"
+    starttls: bool = False
+    tls_verify: bool = True
+    done_action: str = "seen"
+    done_folder: str | None = None
+    poll_interval: float = 30.0
+    idle: bool = True
+    idle_timeout: float = 300.0
+    batch_size: int = 200
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    endpoint: Endpoint
+    from_address: str
+    from_name: str = "Support"
+    starttls: bool = False
+    tls_verify: bool = True
+    timeout: float = 30.0
+    max_attempts: int = 8
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    url: str = "embedded"
+    worker_threads: int = 4
+    namespace: str = "supportd"
+
+    @property
+    def embedded(self) -> bool:
+        return self.url == "embedded"
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    name: str
+    title: dict[str, str]
+    specialists: tuple[str, ...] = ()
+    lead: str | None = None
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """One routing rule: any matching condition selects the rule; scores pick between rules."""
+
+    name: str
+    queue: str
+    priority: str = "normal"
+    subject: tuple[str, ...] = ()
+    body: tuple[str, ...] = ()
+    sender: tuple[str, ...] = ()
+    identifiers: tuple[str, ...] = ()
+    attachment_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CalendarConfig:
+    time_zone: str = "Asia/Singapore"
+    hours: dict[str, tuple[tuple[time, time], ...]] = field(default_factory=dict)
+    country: str | None = None
+    subdivision: str | None = None
+    closed: tuple[str, ...] = ()
+    open: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SlaConfig:
+    first_response: str = "2 business days"
+    resolution: str = "5 business days"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    mailboxes: tuple[MailboxConfig, ...]
+    smtp: SmtpConfig
+    database_url: str = "sqlite:///supportd.db"
+    broker: BrokerConfig = BrokerConfig()
+    queues: dict[str, QueueConfig] = field(default_factory=dict)
+    rules: tuple[RuleConfig, ...] = ()
+    calendar: CalendarConfig = CalendarConfig()
+    sla: SlaConfig = SlaConfig()
+    templates_dir: Path | None = None
+    storage_dir: Path = Path("supportd-data")
+    default_language: str = "en"
+    desk_name: str = "Support"
+    once_timeout: float = 300.0
+    max_message_bytes: int = 50 * 1024 * 1024
+
+    @property
+    def support_address(self) -> str:
+        return self.smtp.from_address
+
+
+class _Section:
+    """Reads one TOML table, remembering which keys were used so leftovers can be refused."""
+
+    def __init__(self, source: str, path: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(source, path or "(top level)", "must be a table")
+        self.source, self.path, self.data = source, path, data
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, reason: str) -> ConfigError:
+        return ConfigError(self.source, self.key(name), reason)
+
+    def _get(self, name: str, kind: type | tuple[type, ...], default: Any, required: bool) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                raise self.fail(name, "is required")
+            return default
+        value = self.data[name]
+        if isinstance(value, bool) and kind is not bool and kind != (int, float):
+            raise self.fail(name, f"must be {_kind_name(kind)}, not a boolean")
+        if not isinstance(value, kind):
+            raise self.fail(name, f"must be {_kind_name(kind)}, not {type(value).__name__} {value!r}")
+        return value
+
+    def str(self, name: str, default: str | None = None, *, required: bool = False) -> Any:
+        value = self._get(name, str, default, required)
+        if value is not None and required and not value.strip():
+            raise self.fail(name, "must not be empty")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        return bool(self._get(name, bool, default, False))
+
+    def number(self, name: str, default: float, *, minimum: float = 0) -> float:
+        value = self._get(name, (int, float), default, False)
+        if value < minimum:
+            raise self.fail(name, f"must be at least {minimum}, got {value}")
+        return float(value)
+
+    def int(self, name: str, default: int, *, minimum: int = 0) -> int:
+        value = self._get(name, int, default, False)
+        if value < minimum:
+            raise self.fail(name, f"must be at least {minimum}, got {value}")
+        return int(value)
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self._get(name, list, [], False)
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                raise ConfigError(self.source, f"{self.key(name)}[{i}]", "must be a non-empty string")
+        return tuple(value)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.str(name, default)
+        if value not in choices:
+            raise self.fail(name, f"must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    def table(self, name: str) -> _Section:
+        self.used.add(name)
+        return _Section(self.source, self.key(name), self.data.get(name, {}))
+
+    def tables(self, name: str) -> Iterator[_Section]:
+        self.used.add(name)
+        items = self.data.get(name, [])
+        if not isinstance(items, list):
+            raise self.fail(name, "must be an array of tables ([[...]])")
+        for i, item in enumerate(items):
+            yield _Section(self.source, f"{self.key(name)}[{i}]", item)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "unknown key (check the spelling against supportd.toml.example)")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", bool: "true or false", int: "an integer", float: "a number",
+             list: "a list", dict: "a table"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def parse_endpoint(section: _Section, name: str, schemes: dict[str, int]) -> Endpoint:
+    """Parse a server URL such as `imaps://user:pass@host:993/INBOX`; `schemes` maps scheme to default port."""
+    url = section.str(name, required=True)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise section.fail(name, f"not a valid URL: {exc}") from None
+    if parts.scheme not in schemes:
+        raise section.fail(name, f"scheme must be one of {', '.join(s + '://' for s in schemes)}; got {url!r}")
+    if not parts.hostname:
+        raise section.fail(name, f"has no host: {url!r}")
+    return Endpoint(
+        scheme=parts.scheme,
+        host=parts.hostname,
+        port=port or schemes[parts.scheme],
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        path=unquote(parts.path.lstrip("/")),
+    )
+
+
+def _password_from_env(section: _Section, endpoint: Endpoint) -> Endpoint:
+    """`password_env = "NAME"` keeps the secret out of the file; the variable must then exist."""
+    var = section.str("password_env")
+    if var is None:
+        return endpoint
+    if var not in os.environ:
+        raise section.fail("password_env", f"environment variable {var} is not set")
+    return Endpoint(**{**endpoint.__dict__, "password": os.environ[var]})
+
+
+def _mailbox(section: _Section) -> MailboxConfig:
+    endpoint = _password_from_env(section, parse_endpoint(section, "url", {"imap": 143, "imaps": 993}))
+    if not endpoint.username or not endpoint.password:
+        raise section.fail("url", "needs a user and a password (imap://user:secret@host/INBOX, or password_env)")
+    done_action = section.choice("done_action", DONE_ACTIONS, "seen")
+    done_folder = section.str("done_folder")
+    if done_action == "move" and not done_folder:
+        raise section.fail("done_folder", 'is required when done_action = "move"')
+    mailbox = MailboxConfig(
+        name=section.str("name", required=True),
+        endpoint=endpoint,
+        folder=section.str("folder", endpoint.path or "INBOX"),
+        starttls=section.bool("starttls", False),
+        tls_verify=section.bool("tls_verify", True),
+        done_action=done_action,
+        done_folder=done_folder,
+        poll_interval=section.number("poll_interval", 30.0, minimum=0.05),
+        idle=section.bool("idle", True),
+        idle_timeout=section.number("idle_timeout", 300.0, minimum=1),
+        batch_size=section.int("batch_size", 200, minimum=1),
+        timeout=section.number("timeout", 60.0, minimum=1),
+    )
+    section.done()
+    return mailbox
+
+
+def _smtp(section: _Section) -> SmtpConfig:
+    endpoint = _password_from_env(section, parse_endpoint(section, "url", {"smtp": 25, "smtps": 465}))
+    from_address = section.str("from_address", required=True)
+    if "@" not in from_address or any(c in from_address for c in "\r\n <>"):
+        raise section.fail("from_address", f"must be a bare address like support@example.com; got {from_address!r}")
+    smtp = SmtpConfig(
+        endpoint=endpoint,
+        from_address=from_address,
+        from_name=section.str("from_name", "Support"),
+        starttls=section.bool("starttls", False),
+        tls_verify=section.bool("tls_verify", True),
+        timeout=section.number("timeout", 30.0, minimum=1),
+        max_attempts=section.int("max_attempts", 8, minimum=1),
+    )
+    section.done()
+    return smtp
+
+
+def _broker(section: _Section) -> BrokerConfig:
+    url = section.str("url", "embedded")
+    if url != "embedded" and urlsplit(url).scheme not in ("redis", "rediss", "amqp", "amqps"):
+        raise section.fail("url", f'must be "embedded", redis://… or amqp://…; got {url!r}')
+    broker = BrokerConfig(url=url, worker_threads=section.int("worker_threads", 4, minimum=0),
+                          namespace=section.str("namespace", "supportd"))
+    section.done()
+    return broker
+
+
+def _queues(section: _Section) -> dict[str, QueueConfig]:
+    queues: dict[str, QueueConfig] = {}
+    for name in section.data:
+        sub = section.table(name)
+        title = {lang: sub.str(f"title_{lang}", name) for lang in ("en", "zh")}
+        queues[name] = QueueConfig(name=name, title=title, specialists=sub.strings("specialists"),
+                                   lead=sub.str("lead"))
+        sub.done()
+    return queues
+
+
+def _rule(section: _Section, queues: dict[str, QueueConfig]) -> RuleConfig:
+    rule = RuleConfig(
+        name=section.str("name", required=True),
+        queue=section.str("queue", required=True),
+        priority=section.choice("priority", PRIORITIES, "normal"),
+        subject=section.strings("subject"),
+        body=section.strings("body"),
+        sender=section.strings("sender"),
+        identifiers=section.strings("identifiers"),
+        attachment_types=section.strings("attachment_types"),
+    )
+    if rule.queue not in queues:
+        raise section.fail("queue", f"names no queue in [queues]: {rule.queue!r} (known: {', '.join(queues)})")
+    section.done()
+    return rule
+
+
+def _clock(section: _Section, key: str, text: str) -> time:
+    try:
+        hour, minute = (int(p) for p in text.split(":"))
+        return time(23, 59, 59, 999999) if (hour, minute) == (24, 0) else time(hour, minute)
+    except ValueError:
+        raise section.fail(key, f"times must look like 09:00; got {text!r}") from None
+
+
+def _calendar(section: _Section) -> CalendarConfig:
+    zone = section.str("time_zone", "Asia/Singapore")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise section.fail("time_zone", f"unknown time zone {zone!r} (use an IANA name such as Asia/Singapore)") \
+            from None
+    hours_section = section.table("hours")
+    # No [calendar.hours] table means the usual office week; once given, unlisted days are closed.
+    listed = hours_section.data or {day: ["09:00-18:00"] for day in WEEKDAYS[:5]}
+    hours_section.data = listed
+    hours: dict[str, tuple[tuple[time, time], ...]] = {}
+    for day in WEEKDAYS:
+        parsed = []
+        for span in hours_section.strings(day):
+            start_text, _, end_text = span.partition("-")
+            start = _clock(hours_section, day, start_text.strip())
+            end = _clock(hours_section, day, end_text.strip())
+            if end <= start:
+                raise hours_section.fail(day, f"span {span!r} ends before it starts")
+            parsed.append((start, end))
+        hours[day] = tuple(sorted(parsed))
+    hours_section.done()
+    calendar = CalendarConfig(
+        time_zone=zone, hours=hours, country=section.str("country"), subdivision=section.str("subdivision"),
+        closed=section.strings("closed"), open=section.strings("open"))
+    section.done()
+    return calendar
+
+
+def _sla(section: _Section) -> SlaConfig:
+    from sla.calendar import parse_duration
+
+    values = {}
+    for key, default in (("first_response", "2 business days"), ("resolution", "5 business days")):
+        text = section.str(key, default)
+        try:
+            parse_duration(text)
+        except ValueError as exc:
+            raise section.fail(key, str(exc)) from None
+        values[key] = text
+    section.done()
+    return SlaConfig(**values)
+
+
+def default_routing() -> dict[str, Any]:
+    """The shipped queues and rules (routing/default_rules.toml), used when the config names none."""
+    text = resources.files("routing").joinpath("default_rules.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file; raise ConfigError on any problem."""
+    source = str(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(source, "(file)", "no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "(syntax)", str(exc)) from None
+    return config_from_dict(data, source, base_dir=Path(path).resolve().parent)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: Path | None = None) -> Config:
+    base_dir = base_dir or Path.cwd()
+    top = _Section(source, "", data)
+    mailboxes = tuple(_mailbox(s) for s in top.tables("mailboxes"))
+    names = [m.name for m in mailboxes]
+    if len(set(names)) != len(names):
+        raise ConfigError(source, "mailboxes", "mailbox names must be unique")
+    if "smtp" not in data:
+        raise ConfigError(source, "smtp", "is required ([smtp] with url and from_address)")
+    smtp = _smtp(top.table("smtp"))
+
+    database = top.table("database")
+    database_url = database.str("url", "sqlite:///supportd.db")
+    if not database_url.startswith(("sqlite:", "postgresql:", "postgresql+")):
+        raise database.fail("url", f"must be sqlite:///… or postgresql://…; got {database_url!r}")
+    database.done()
+
+    routing_data = default_routing()
+    if "queues" not in data:
+        data = {**data, "queues": routing_data["queues"]}
+        top.data = data
+    queues = _queues(top.table("queues"))
+    if not queues:
+        raise ConfigError(source, "queues", "needs at least one queue")
+    if "rules" not in data:
+        top.data = {**top.data, "rules": routing_data["rules"]}
+    rules = tuple(_rule(s, queues) for s in top.tables("rules"))
+
+    paths = top.table("paths")
+    templates_dir = paths.str("templates")
+    storage_dir = paths.str("storage", "supportd-data")
+    paths.done()
+
+    desk = top.table("desk")
+    config = Config(
+        source=source,
+        mailboxes=mailboxes,
+        smtp=smtp,
+        database_url=database_url,
+        broker=_broker(top.table("broker")),
+        queues=queues,
+        rules=rules,
+        calendar=_calendar(top.table("calendar")),
+        sla=_sla(top.table("sla")),
+        templates_dir=(base_dir / templates_dir) if templates_dir else None,
+        storage_dir=base_dir / storage_dir,
+        default_language=desk.choice("language", ("en", "zh"), "en"),
+        desk_name=desk.str("name", "Support"),
+        once_timeout=desk.number("once_timeout", 300.0, minimum=1),
+        max_message_bytes=desk.int("max_message_bytes", 50 * 1024 * 1024, minimum=1024),
+    )
+    desk.done()
+    if config.templates_dir and not config.templates_dir.is_dir():
+        raise ConfigError(source, "paths.templates", f"no such directory: {config.templates_dir}")
+    top.done()
+    return config

@@ -1,0 +1,154 @@
+"""The long-running daemon: intake loops, worker threads and the reconciler, stopped gracefully.
+
+`run()` serves until SIGTERM/SIGINT. `run_once()` takes what the mailboxes hold now, waits until every
+resulting reply is sent, marks the mails on the server, and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from mailer import lease
+from mailer.app import App
+from mailer.db import Outbox, RawMessage
+from mailer.intake import NETWORK_ERRORS, MailboxIntake, connect
+from mailer.reconcile import unfinished_work
+from mailer.workers import Workers
+
+log = logging.getLogger(__name__)
+
+RECONCILE_EVERY = 30.0
+SETTLED_FOR = timedelta(seconds=60)
+
+
+class DaemonError(Exception):
+    """A condition that stops the daemon with a message for the operator, not a traceback."""
+
+
+@dataclass(frozen=True)
+class Backlog:
+    mails: int
+    replies: int
+    last_error: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.mails == 0 and self.replies == 0
+
+
+class Daemon:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.workers = Workers(app)
+        self.holder = lease.new_holder()
+        self.stop_event = threading.Event()
+        self.intakes = [MailboxIntake(app.db, mb, app.config.max_message_bytes, self.workers.enqueue_process)
+                        for mb in app.config.mailboxes]
+
+    # --- shared start and stop -------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.workers.start(self.app.config.broker.worker_threads)
+        # An embedded broker's queue died with the previous process: everything unfinished is ours again.
+        self._reconcile(settled_for=timedelta(0), reclaim_all_sending=self.app.config.broker.embedded)
+
+    def _reconcile(self, settled_for: timedelta, reclaim_all_sending: bool = False) -> None:
+        work = unfinished_work(self.app, settled_for=settled_for, reclaim_all_sending=reclaim_all_sending)
+        if work.raw_ids or work.outbox_ids:
+            log.info("re-enqueuing %d mails and %d replies from the ledger", len(work.raw_ids), len(work.outbox_ids))
+        self.workers.enqueue_process(work.raw_ids)
+        self.workers.enqueue_send(work.outbox_ids)
+
+    def _shutdown(self) -> None:
+        self.workers.stop()
+        for intake in self.intakes:
+            lease.release(self.app.db, _lease_name(intake), self.holder)
+        self.app.close()
+
+    def backlog(self) -> Backlog:
+        with self.app.db.session() as session:
+            mails = session.scalar(select(func.count()).where(RawMessage.status == "pending")) or 0
+            replies = session.scalar(select(func.count()).where(Outbox.status.in_(("pending", "sending")))) or 0
+            last_error = session.scalar(select(Outbox.last_error).where(
+                Outbox.status.in_(("pending", "sending")), Outbox.last_error.is_not(None)).limit(1))
+        return Backlog(mails, replies, last_error)
+
+    # --- once ------------------------------------------------------------------------------------
+
+    def run_once(self) -> Backlog:
+        """Process what is in the mailboxes now; returns the backlog left (empty on success)."""
+        self._start()
+        try:
+            clients = {}
+            for intake in self.intakes:
+                if not lease.acquire(self.app.db, _lease_name(intake), self.holder):
+                    raise DaemonError(f"mailbox {intake.config.name!r} is served by another running daemon")
+                try:
+                    clients[intake.config.name] = client = connect(intake.config)
+                    intake.sync(client)
+                except NETWORK_ERRORS as exc:
+                    raise DaemonError(f"mailbox {intake.config.name!r}: {exc}") from None
+            backlog = self.wait_until_drained(self.app.config.once_timeout)
+            for intake in self.intakes:
+                client = clients[intake.config.name]
+                try:
+                    intake.mark_done(client)
+                    client.logout()
+                except NETWORK_ERRORS as exc:
+                    log.warning("%s: could not mark processed mails (%s); they are marked next run",
+                                intake.config.name, exc)
+            return backlog
+        finally:
+            self._shutdown()
+
+    def wait_until_drained(self, timeout: float) -> Backlog:
+        deadline = time.monotonic() + timeout
+        next_reconcile = time.monotonic() + RECONCILE_EVERY
+        while True:
+            backlog = self.backlog()
+            if backlog.empty or time.monotonic() > deadline:
+                return backlog
+            if time.monotonic() > next_reconcile:
+                self._reconcile(settled_for=SETTLED_FOR)
+                next_reconcile = time.monotonic() + RECONCILE_EVERY
+            time.sleep(0.05)
+
+    # --- forever ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._start()
+        threads = [threading.Thread(target=self._serve_mailbox, args=(intake,), name=f"intake-{intake.config.name}",
+                                    daemon=True) for intake in self.intakes]
+        for thread in threads:
+            thread.start()
+        log.info("supportd running: %d mailboxes, broker %s", len(self.intakes),
+                 "embedded" if self.app.config.broker.embedded else self.app.config.broker.url.split("@")[-1])
+        try:
+            while not self.stop_event.wait(RECONCILE_EVERY):
+                self._reconcile(settled_for=SETTLED_FOR)
+        finally:
+            log.info("stopping: finishing work in hand")
+            for thread in threads:
+                thread.join(timeout=30)
+            self._shutdown()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _serve_mailbox(self, intake: MailboxIntake) -> None:
+        renew = lease.LeaseKeeper(self.app.db, _lease_name(intake), self.holder)
+        while not self.stop_event.is_set():
+            if renew():
+                intake.run(self.stop_event, renew)
+            else:
+                self.stop_event.wait(lease.LEASE_TTL.total_seconds() / 4)  # hot standby
+
+
+def _lease_name(intake: MailboxIntake) -> str:
+    return f"intake:{intake.config.name}"

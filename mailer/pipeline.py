@@ -1,0 +1,300 @@
+"""The flow of one stored mail, stage by stage, in one database transaction.
+
+    parse -> duplicate -> verify -> screen -> thread -> automatic -> route -> record -> reply
+
+Each stage takes the `Work` and returns True to go on or False when the mail is fully handled. The
+decisions live in parsing/ and routing/; this module only strings them together and writes the ledger.
+A stage that raises sends the mail to quarantine with the stage's name; database trouble is transient
+and re-raised so the broker retries. Nothing here sends mail: replies become outbox rows that the
+caller hands to the sender actor after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from mailer.app import App
+from mailer.compose import schedule_reply
+from mailer.db import Account, Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from parsing.message import ParsedMail, parse
+from routing.autoreply import automatic_reason
+from routing.dedup import ThreadMatch, find_exact_duplicate, find_thread
+from routing.rules import RouteDecision
+from routing.verify import AccountRef, Verification, normalize_address, verify_sender
+from sla.calendar import parse_duration
+from sla.clock import due_dates, format_local
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Work:
+    app: App
+    session: Session
+    raw: RawMessage
+    mail: ParsedMail | None = None
+    verification: Verification | None = None
+    automatic: str | None = None
+    thread: ThreadMatch | None = None
+    route: RouteDecision | None = None
+    ticket: Ticket | None = None
+    message: TicketMessage | None = None
+    outbox: list[Outbox] = field(default_factory=list)
+    outcome: str = "done"
+
+
+Stage = Callable[[Work], bool]
+
+
+def parse_mail(work: Work) -> bool:
+    if work.raw.size > work.app.config.max_message_bytes:
+        raise ValueError(f"message of {work.raw.size} bytes exceeds max_message_bytes")
+    work.mail = parse(work.raw.raw)
+    return True
+
+
+def skip_exact_duplicate(work: Work) -> bool:
+    reason = find_exact_duplicate(work.session, _mail(work), work.raw.id)
+    if reason is None:
+        return True
+    existing = work.session.scalar(select(TicketMessage).where(TicketMessage.message_id == _mail(work).message_id))
+    if existing is not None:
+        work.raw.ticket_id = existing.ticket_id
+        _event(work, existing.ticket, "duplicate", reason=reason, mailbox=work.raw.mailbox, uid=work.raw.uid)
+    work.outcome = "duplicate"
+    return False
+
+
+def verify(work: Work) -> bool:
+    work.verification = verify_sender(_mail(work), lambda address: _find_account(work.session, address))
+    return True
+
+
+def screen_automatic(work: Work) -> bool:
+    work.automatic = automatic_reason(_mail(work), work.app.sender.loop_token)
+    return True
+
+
+def find_ticket(work: Work) -> bool:
+    work.thread = find_thread(work.session, _mail(work), _verification(work).address)
+    return True
+
+
+def drop_unthreaded_automatic(work: Work) -> bool:
+    """An out-of-office or bounce that joins no ticket is kept in the ledger but opens no ticket."""
+    if work.automatic and work.thread is None:
+        work.outcome = "automatic"
+        work.raw.error = f"automatic mail that joins no ticket: {work.automatic}"
+        return False
+    return True
+
+
+def route_new_ticket(work: Work) -> bool:
+    if work.thread is None:
+        work.route = work.app.router.route(_mail(work), _verification(work).address)
+    return True
+
+
+def record(work: Work) -> bool:
+    """Write the ticket (new or joined), the message, its attachments and the events that explain them."""
+    mail, verification = _mail(work), _verification(work)
+    if work.thread is not None:
+        ticket = work.ticket = work.thread.ticket
+        if ticket.status == "closed":
+            ticket.status, ticket.closed_at = "open", None
+            _event(work, ticket, "reopened", reason="the customer wrote again")
+        ticket.updated_at = utcnow()
+    else:
+        ticket = work.ticket = _new_ticket(work)
+    message = work.message = TicketMessage(
+        ticket=ticket, raw_message_id=work.raw.id, direction="in", kind="customer", message_id=mail.message_id,
+        in_reply_to=mail.in_reply_to, references=list(mail.references[-20:]),
+        from_address=verification.address or _first_from(mail), subject=mail.subject[:2000], body=mail.new_text)
+    work.session.add(message)
+    for part in mail.attachments:
+        work.app.store.put(part.content)
+        message.attachments.append(Attachment(filename=part.filename, content_type=part.content_type,
+                                              size=part.size, sha256=part.sha256))
+    work.raw.ticket_id = ticket.id
+    if work.thread is not None:
+        _event(work, ticket, "message", reason=work.thread.reason, message_id=mail.message_id,
+               automatic=work.automatic)
+    if mail.defects:
+        _event(work, ticket, "defects", defects=list(mail.defects)[:50])
+    return True
+
+
+def schedule_replies(work: Work) -> bool:
+    """A new ticket gets one answer: the acknowledgement, or the generic note for an unverified sender."""
+    ticket, verification, mail = _ticket(work), _verification(work), _mail(work)
+    if work.thread is not None:
+        return True
+    config = work.app.config
+    common = {"desk_name": config.desk_name, "customer_name": None, "anti_phishing_code": None}
+    if verification.verified and verification.account is not None:
+        account = verification.account
+        target = parse_duration(config.sla.first_response)
+        context = {
+            **common,
+            "customer_name": account.display_name or None,
+            "anti_phishing_code": account.anti_phishing_code,
+            "queue_title": config.queues[ticket.queue].title.get(ticket.language, ticket.queue),
+            "due_text": format_local(ticket.first_response_due, work.app.calendar.zone, ticket.language)
+            if ticket.first_response_due else "",
+            "time_zone": config.calendar.time_zone,
+            "first_response_target": target.describe(ticket.language),
+        }
+        purpose, to_address = "ack", account.email
+    else:
+        # Same words whatever the reason, so the answer reveals nothing about the account directory.
+        purpose, to_address, context = "unverified", verification.address or _first_from(mail), common
+    if normalize_address(to_address) is None:
+        _event(work, ticket, "no_reply", reason="no usable sender address")
+        return True
+    row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose=purpose,
+                         key=f"{purpose}:{work.raw.message_id}", to_address=to_address,
+                         replying_to=_message(work), context=context)
+    work.outbox.append(row)
+    _event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
+    return True
+
+
+# The whole flow. Adding a stage means one function above and one line here.
+STAGES: tuple[tuple[str, Stage], ...] = (
+    ("parse", parse_mail),
+    ("duplicate", skip_exact_duplicate),
+    ("verify", verify),
+    ("screen", screen_automatic),
+    ("thread", find_ticket),
+    ("automatic", drop_unthreaded_automatic),
+    ("route", route_new_ticket),
+    ("record", record),
+    ("reply", schedule_replies),
+)
+
+TRANSIENT = (OperationalError,)
+
+
+class StageFailed(Exception):
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"{stage}: {type(cause).__name__}: {cause}")
+        self.stage, self.cause = stage, cause
+
+
+@dataclass(frozen=True)
+class Result:
+    raw_id: int
+    outcome: str  # done | duplicate | automatic | quarantined | skipped
+    ticket_id: int | None = None
+    outbox_ids: tuple[int, ...] = ()
+
+
+def process(app: App, raw_id: int) -> Result:
+    """Run the stages for one stored mail. Safe to call again for the same id: a finished mail is skipped."""
+    for attempt in (1, 2):
+        try:
+            return _run_stages(app, raw_id)
+        except IntegrityError:
+            # Another worker recorded the same Message-ID at the same moment; the second pass sees it.
+            if attempt == 2:
+                raise
+        except StageFailed as failure:
+            if isinstance(failure.cause, TRANSIENT):
+                raise failure.cause from None
+            _quarantine(app, raw_id, failure.stage, failure.cause)
+            return Result(raw_id, "quarantined")
+    raise AssertionError("unreachable")
+
+
+def _run_stages(app: App, raw_id: int) -> Result:
+    with app.db.session() as session:
+        raw = session.get(RawMessage, raw_id, with_for_update=True)
+        if raw is None or raw.status != "pending":
+            return Result(raw_id, "skipped")
+        work = Work(app, session, raw)
+        for name, stage in STAGES:
+            try:
+                if not stage(work):
+                    break
+            except Exception as exc:
+                raise StageFailed(name, exc) from exc
+        raw.status, raw.processed_at = work.outcome, utcnow()
+        session.flush()
+        return Result(raw_id, work.outcome, raw.ticket_id, tuple(row.id for row in work.outbox))
+
+
+def _quarantine(app: App, raw_id: int, stage: str, cause: BaseException) -> None:
+    log.warning("quarantined message %s at stage %s: %s", raw_id, stage, cause)
+    log.debug("".join(traceback.format_exception(cause)))
+    with app.db.session() as session:
+        raw = session.get(RawMessage, raw_id)
+        if raw is not None and raw.status == "pending":
+            raw.status, raw.stage, raw.processed_at = "quarantined", stage, utcnow()
+            raw.error = f"{type(cause).__name__}: {cause}"[:4000]
+
+
+def _new_ticket(work: Work) -> Ticket:
+    mail, verification, route, app = _mail(work), _verification(work), work.route, work.app
+    assert route is not None
+    account = verification.account if verification.verified else None
+    arrived = work.raw.received_at
+    due = due_dates(app.calendar, app.config.sla, arrived)
+    ticket = Ticket(
+        queue=route.queue, priority=route.priority, status="open",
+        customer_email=verification.address or _first_from(mail).lower(),
+        account_id=account.id if account else None, verified=verification.status,
+        language=(account.language if account and account.language in ("en", "zh") else mail.language),
+        subject=mail.subject[:2000], identifiers=mail.identifiers.to_json(), created_at=arrived, updated_at=arrived,
+        first_response_due=due.first_response, resolution_due=due.resolution)
+    work.session.add(ticket)
+    work.session.flush()  # the ticket number is needed for the reply and the events
+    _event(work, ticket, "created", message_id=mail.message_id, mailbox=work.raw.mailbox)
+    _event(work, ticket, "verified", status=verification.status, **verification.evidence)
+    _event(work, ticket, "routed", queue=route.queue, priority=route.priority, rule=route.rule,
+           score=route.score, reasons=list(route.reasons))
+    _event(work, ticket, "sla_started", first_response_due=ticket.first_response_due.isoformat(),
+           resolution_due=ticket.resolution_due.isoformat() if ticket.resolution_due else None)
+    return ticket
+
+
+def _find_account(session: Session, address: str) -> AccountRef | None:
+    account = session.scalar(select(Account).where(Account.email == address))
+    if account is None:
+        return None
+    return AccountRef(account.id, account.email, account.user_id, account.language, account.display_name,
+                      account.anti_phishing_code)
+
+
+def _event(work: Work, ticket: Ticket, kind: str, **detail: object) -> None:
+    work.session.add(TicketEvent(ticket=ticket, kind=kind, detail=detail))
+
+
+def _first_from(mail: ParsedMail) -> str:
+    return mail.from_[0].address if mail.from_ else ""
+
+
+def _mail(work: Work) -> ParsedMail:
+    assert work.mail is not None, "stage order: parse comes first"
+    return work.mail
+
+
+def _verification(work: Work) -> Verification:
+    assert work.verification is not None, "stage order: verify comes before this stage"
+    return work.verification
+
+
+def _ticket(work: Work) -> Ticket:
+    assert work.ticket is not None, "stage order: record comes before this stage"
+    return work.ticket
+
+
+def _message(work: Work) -> TicketMessage:
+    assert work.message is not None, "stage order: record comes before this stage"
+    return work.message

@@ -1,0 +1,81 @@
+"""The dramatiq side: the broker, the two actors, and in-process worker threads.
+
+Actors carry row ids only; the rows say what to do. `embedded` uses dramatiq's StubBroker with worker
+threads in this process; a Redis or RabbitMQ URL shares the work with `supportd worker` processes on
+any host. Actors are declared on an explicit broker, never on dramatiq's global default, so importing
+this module needs no Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+from mailer import pipeline
+from mailer.app import App
+from mailer.config import BrokerConfig
+from mailer.outbox import deliver
+
+log = logging.getLogger(__name__)
+
+PROCESS_QUEUE, SEND_QUEUE = "supportd_process", "supportd_send"
+
+
+def make_broker(config: BrokerConfig) -> dramatiq.Broker:
+    if config.embedded:
+        return StubBroker()
+    scheme = urlsplit(config.url).scheme
+    if scheme in ("redis", "rediss"):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(url=config.url, namespace=config.namespace)
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    return RabbitmqBroker(url=config.url)
+
+
+class Workers:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.broker = make_broker(app.config.broker)
+        self._worker: dramatiq.Worker | None = None
+        # Transient failures (the database away) are retried by dramatiq; the reconciler catches the rest.
+        self.process_actor = dramatiq.actor(self._process, broker=self.broker, actor_name="supportd_process",
+                                            queue_name=PROCESS_QUEUE, max_retries=20, min_backoff=500,
+                                            max_backoff=60_000)
+        self.send_actor = dramatiq.actor(self._send, broker=self.broker, actor_name="supportd_send",
+                                         queue_name=SEND_QUEUE, max_retries=20, min_backoff=1000,
+                                         max_backoff=60_000)
+
+    def _process(self, raw_id: int) -> None:
+        result = pipeline.process(self.app, raw_id)
+        self.enqueue_send(result.outbox_ids)
+
+    def _send(self, outbox_id: int) -> None:
+        delivery = deliver(self.app, outbox_id)
+        if delivery.outcome == "retry" and delivery.retry_in is not None:
+            delay_ms = max(int(delivery.retry_in.total_seconds() * 1000), 10)
+            self.send_actor.send_with_options(args=(outbox_id,), delay=delay_ms)
+
+    def enqueue_process(self, raw_ids: Iterable[int]) -> None:
+        for raw_id in raw_ids:
+            self.process_actor.send(raw_id)
+
+    def enqueue_send(self, outbox_ids: Iterable[int]) -> None:
+        for outbox_id in outbox_ids:
+            self.send_actor.send(outbox_id)
+
+    def start(self, threads: int) -> None:
+        if threads > 0 and self._worker is None:
+            self._worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
+            self._worker.start()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.stop(timeout=30_000)
+            self._worker = None
+        self.broker.close()

@@ -1,0 +1,87 @@
+"""The identifiers a support agent needs first: user ID, transaction IDs, order IDs, coins and chains.
+
+Extraction is by pattern with context words, in English and Chinese. A bare 64-hex string is a TxID of a
+Bitcoin-style or Tron chain; `0x` + 64 hex is an EVM transaction; 86–88 base58 characters are a Solana
+signature. Identifiers are stored on the ticket as typed fields and feed routing and deduplication.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+_EVM_TX = re.compile(r"(?<![0-9A-Za-z])0x[0-9a-fA-F]{64}(?![0-9A-Za-z])")
+_HEX64_TX = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{64}(?![0-9A-Za-z])")
+_SOLANA_SIG = re.compile(r"(?<![1-9A-HJ-NP-Za-km-z])[1-9A-HJ-NP-Za-km-z]{86,88}(?![1-9A-HJ-NP-Za-km-z])")
+_USER_ID = re.compile(
+    r"(?:\bUID|\buser\s*id|用户\s*ID|用户编号|账户\s*ID|账号\s*ID|帳戶\s*ID)\s*(?:is)?\s*[:：#]?\s*(\d{5,12})\b",
+    re.IGNORECASE)
+_ORDER_ID = re.compile(
+    r"(?:\border\s*(?:id|no\.?|number|#)|订单号|订单编号|订单\s*ID|訂單編號)\s*(?:is)?\s*[:：#]?\s*([A-Za-z0-9][A-Za-z0-9-]{5,39})\b",
+    re.IGNORECASE)
+
+COINS = {
+    "BTC": ("btc", "bitcoin", "比特币", "比特幣"), "ETH": ("eth", "ether", "ethereum", "以太币", "以太幣"),
+    "USDT": ("usdt", "tether", "泰达币"), "USDC": ("usdc",), "BNB": ("bnb",), "SOL": ("sol", "solana"),
+    "TRX": ("trx", "tron", "波场币"), "XRP": ("xrp", "ripple", "瑞波币"), "DOGE": ("doge", "dogecoin", "狗狗币"),
+    "LTC": ("ltc", "litecoin", "莱特币"), "ADA": ("ada", "cardano"), "TON": ("ton", "toncoin"),
+}
+CHAINS = {
+    "ERC20": ("erc20", "erc-20", "ethereum network", "以太坊"), "TRC20": ("trc20", "trc-20", "tron network", "波场"),
+    "BEP20": ("bep20", "bep-20", "bsc", "bnb smart chain", "币安智能链"), "Solana": ("solana", "spl"),
+    "Bitcoin": ("bitcoin network", "比特币网络"), "Polygon": ("polygon", "matic"),
+    "Arbitrum": ("arbitrum",), "Optimism": ("optimism",), "Base": ("base chain", "base network"),
+    "TON": ("ton network",),
+}
+_AMOUNT = re.compile(r"(\d+(?:[.,]\d+)?)\s*(" + "|".join(COINS) + r")\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Identifiers:
+    user_ids: tuple[str, ...] = ()
+    txids: tuple[tuple[str, str], ...] = ()  # (kind, value): kind is evm | hex64 | solana
+    order_ids: tuple[str, ...] = ()
+    coins: tuple[str, ...] = ()
+    chains: tuple[str, ...] = ()
+    amounts: tuple[tuple[str, str], ...] = ()  # (amount, coin)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: [list(v) if isinstance(v, tuple) else v for v in vals] for k, vals in asdict(self).items() if vals}
+
+    def has(self, kind: str) -> bool:
+        return bool(getattr(self, {"txid": "txids", "user_id": "user_ids", "order_id": "order_ids",
+                                   "coin": "coins", "chain": "chains", "amount": "amounts"}.get(kind, kind), ()))
+
+
+def _unique(items: list[Any]) -> tuple[Any, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _named(text: str, table: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    lowered = text.lower()
+    found = []
+    for canonical, names in table.items():
+        for name in names:
+            pattern = re.escape(name) if not name.isascii() else r"(?<![a-z0-9])" + re.escape(name) + r"(?![a-z0-9])"
+            if re.search(pattern, lowered):
+                found.append(canonical)
+                break
+    return tuple(found)
+
+
+def extract_identifiers(text: str) -> Identifiers:
+    evm = [m.lower() for m in _EVM_TX.findall(text)]
+    stripped = _EVM_TX.sub(" ", text)
+    hex64 = [m.lower() for m in _HEX64_TX.findall(stripped)]
+    solana = _SOLANA_SIG.findall(stripped)
+    txids = [("evm", t) for t in evm] + [("hex64", t) for t in hex64] + [("solana", t) for t in solana]
+    amounts = [(amount.replace(",", "."), coin.upper()) for amount, coin in _AMOUNT.findall(text)]
+    return Identifiers(
+        user_ids=_unique(_USER_ID.findall(text)),
+        txids=_unique(txids),
+        order_ids=_unique([o for o in _ORDER_ID.findall(text) if any(c.isdigit() for c in o)]),
+        coins=_named(text, COINS),
+        chains=_named(text, CHAINS),
+        amounts=_unique(amounts),
+    )

@@ -1,0 +1,57 @@
+"""Remove what a reply quotes and the signature below it, so a ticket shows only what is new.
+
+Mail clients mark quoted text in many ways; the common ones, in English and Chinese: `>` prefixes,
+"On … wrote:", "在 … 写道：", Outlook's "From: / Sent:" and "发件人： / 发送时间：" blocks, "Original
+Message" rules, and the `-- ` signature separator.
+"""
+
+from __future__ import annotations
+
+import re
+
+_REPLY_HEADERS = [
+    re.compile(r"^\s*On\b.{0,300}\bwrote:\s*$", re.IGNORECASE | re.DOTALL),
+    re.compile(r"^\s*在.{0,200}写道[:：]\s*$", re.DOTALL),
+    re.compile(r"^\s*.{0,200}于.{0,100}写道[:：]\s*$", re.DOTALL),
+    re.compile(r"^\s*-{2,}\s*(Original Message|原始邮件|原始郵件)\s*-{2,}\s*$", re.IGNORECASE),
+    re.compile(r"^\s*_{10,}\s*$"),  # Outlook's rule above the quoted header block
+]
+_OUTLOOK_BLOCK = [
+    (re.compile(r"^\s*\**(From|发件人|寄件者)\**\s*[:：]", re.IGNORECASE),
+     re.compile(r"^\s*\**(Sent|Date|发送时间|日期|寄件日期|To|收件人)\**\s*[:：]", re.IGNORECASE)),
+]
+_SIGNATURE = re.compile(r"^(-- ?|--\s*$)$")
+_MOBILE_FOOTER = re.compile(
+    r"^\s*(Sent from my \w+.*|Get Outlook for \w+.*|发自我的\s*\S+|从我的\s*\S+\s*发送)\s*$", re.IGNORECASE)
+
+
+def strip_quoted(text: str) -> str:
+    lines = text.splitlines()
+    cut = len(lines)
+    for i in range(len(lines)):
+        if _starts_quote(lines, i):
+            cut = i
+            break
+    kept = [line for line in lines[:cut] if not line.lstrip().startswith(">")]
+    kept = _drop_signature(kept)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return "\n".join(kept).strip("\n")
+
+
+def _starts_quote(lines: list[str], i: int) -> bool:
+    line = lines[i]
+    two_lines = line + " " + lines[i + 1] if i + 1 < len(lines) else line
+    if any(p.match(line) or p.match(two_lines) for p in _REPLY_HEADERS):
+        return True
+    for first, follow in _OUTLOOK_BLOCK:
+        if first.match(line) and any(follow.match(nxt) for nxt in lines[i + 1:i + 4]):
+            return True
+    return False
+
+
+def _drop_signature(lines: list[str]) -> list[str]:
+    for i, line in enumerate(lines):
+        if _SIGNATURE.match(line):
+            return lines[:i]
+    return [line for line in lines if not _MOBILE_FOOTER.match(line)]
