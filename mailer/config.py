@@ -71,6 +71,7 @@ class SmtpConfig:
     tls_verify: bool = True
     timeout: float = 30.0
     max_attempts: int = 8
+    retry_base: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,7 @@ def _smtp(section: _Section) -> SmtpConfig:
         tls_verify=section.bool("tls_verify", True),
         timeout=section.number("timeout", 30.0, minimum=1),
         max_attempts=section.int("max_attempts", 8, minimum=1),
+        retry_base=section.number("retry_base", 5.0, minimum=0.01),
     )
     section.done()
     return smtp

@@ -28,8 +28,9 @@ class Delivery:
     retry_in: timedelta | None = None
 
 
-def backoff(attempts: int) -> timedelta:
-    return min(timedelta(seconds=5 * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+def backoff(attempts: int, base_seconds: float) -> timedelta:
+    """Exponential: base, 2×base, 4×base … capped at an hour."""
+    return min(timedelta(seconds=base_seconds * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
 
 
 def deliver(app: App, outbox_id: int) -> Delivery:
@@ -66,7 +67,7 @@ def _claim(app: App, outbox_id: int) -> Delivery | tuple[str, str, bytes, int]:
 
 def _record_failure(app: App, outbox_id: int, attempts: int, exc: SendError) -> Delivery:
     give_up = exc.permanent or attempts >= app.config.smtp.max_attempts
-    delay = backoff(attempts)
+    delay = backoff(attempts, app.config.smtp.retry_base)
     with app.db.session() as session:
         row = session.get(Outbox, outbox_id)
         assert row is not None
