@@ -14,11 +14,10 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from mailer import lease
+from mailer import lease, reconcile
 from mailer.app import App
 from mailer.db import Outbox, RawMessage
 from mailer.intake import NETWORK_ERRORS, MailboxIntake, connect
-from mailer.reconcile import unfinished_work
 from mailer.workers import Workers
 
 log = logging.getLogger(__name__)
@@ -56,10 +55,12 @@ class Daemon:
     def _start(self) -> None:
         self.workers.start(self.app.config.broker.worker_threads)
         # An embedded broker's queue died with the previous process: everything unfinished is ours again.
-        self._reconcile(settled_for=timedelta(0), reclaim_all_sending=self.app.config.broker.embedded)
+        self._enqueue(reconcile.at_start(self.app, reclaim_all_sending=self.app.config.broker.embedded))
 
-    def _reconcile(self, settled_for: timedelta, reclaim_all_sending: bool = False) -> None:
-        work = unfinished_work(self.app, settled_for=settled_for, reclaim_all_sending=reclaim_all_sending)
+    def _reconcile(self, settled_for: timedelta) -> None:
+        self._enqueue(reconcile.overdue(self.app, settled_for=settled_for))
+
+    def _enqueue(self, work: reconcile.Unfinished) -> None:
         if work.raw_ids or work.outbox_ids:
             log.info("re-enqueuing %d mails and %d replies from the ledger", len(work.raw_ids), len(work.outbox_ids))
         self.workers.enqueue_process(work.raw_ids)

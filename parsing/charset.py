@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from email.header import decode_header
+from email.header import Header, decode_header
 
 # Declared charset -> codec that decodes everything the declared one does, and what senders really use.
 SUPERSETS = {
@@ -71,10 +71,17 @@ def _unescape_raw(text: str) -> str:
 _FOLDING = re.compile(r"\r?\n[ \t]+")
 
 
-def decode_header_value(value: str | None) -> str:
-    """Decode RFC 2047 encoded words in any charset; unfold; never raise."""
+def decode_header_value(value: str | Header | None) -> str:
+    """Decode RFC 2047 encoded words in any charset; unfold; never raise.
+
+    The compat32 parser hands a header with raw 8-bit bytes over as a `Header` whose str() would
+    replace those bytes; its parts are decoded here instead, with the same charset repairs as bodies.
+    """
     if value is None:
         return ""
+    if isinstance(value, Header):
+        return "".join(decode_bytes(chunk, charset)[0] if isinstance(chunk, bytes) else chunk
+                       for chunk, charset in decode_header(value)).strip()
     value = _FOLDING.sub(" ", str(value))
     try:
         parts = decode_header(value)

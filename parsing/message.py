@@ -121,13 +121,13 @@ def parse(raw: bytes) -> ParsedMail:
 
 
 def _defects(mail: mailparser.MailParser) -> list[str]:
+    """MIME defects as mail-parser found them, less its charset complaints: _body_text decodes text parts
+    again with repaired charsets and records its own defect only where that still fails."""
     found = []
     for entry in mail.defects or []:
-        if isinstance(entry, dict):
-            for part, items in entry.items():
-                found += [f"{part}: {item}" for item in items]
-        else:
-            found.append(str(entry))
+        items = [f"{part}: {item}" for part, values in entry.items() for item in values] \
+            if isinstance(entry, dict) else [str(entry)]
+        found += [item for item in items if "CharsetDecodeDefect" not in item]
     return found
 
 

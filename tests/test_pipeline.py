@@ -120,8 +120,9 @@ def test_customer_reply_joins_its_ticket_without_a_second_ack(
     ack = message_from_bytes(smtp_sink.delivered[0].data)
     number = tickets(path, capsys)[0]["id"]
 
+    threading = f"In-Reply-To: {ack['Message-ID']}\r\nReferences: {ack['Message-ID']}\r\n"
     reply = text_mail("omar@example.com", f"Re: {ack['Subject']}", "Here is more detail.\n\n> quoted",
-                      "<t-2@x.example>", extra=f"In-Reply-To: {ack['Message-ID']}\r\nReferences: {ack['Message-ID']}\r\n")
+                      "<t-2@x.example>", extra=threading)
     tagged = text_mail("Omar <OMAR@example.com>", f"more [#{number}]", "and another detail", "<t-3@x.example>")
     intruder = text_mail("anna.schmidt@example.de", f"hello [#{number}]", "let me in", "<t-4@x.example>")
     mailbox.append(reply, tagged, intruder)

@@ -1,0 +1,114 @@
+"""Bad mail gets a clear outcome (a ticket with recorded defects, or quarantine with a reason) and the
+mails after it are still processed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from mailer.cli import main
+from mailer.db import Attachment, Database, RawMessage, TicketEvent
+from mailer.embedded import SmtpSink
+from mailer.samples import mail_with_attachment, text_mail
+from tests.conftest import ConfigFactory, prepared_app
+from tests.servers import Mailbox
+from tests.test_pipeline import run_once, tickets
+
+BROKEN_MIME = (b"From: omar@example.com\r\nSubject: broken mime\r\nMessage-ID: <broken@x>\r\nMIME-Version: 1.0\r\n"
+               b"Content-Type: multipart/mixed; boundary=\"never-closed\"\r\n\r\npreamble\r\n--never-closed\r\n"
+               b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!\r\n"
+               b"--never-closed\r\nContent-Type: image/png\r\n\r\n\x89PNG truncated")
+BAD_CHARSET = (b"From: omar@example.com\r\nSubject: =?x-klingon?B?/////w==?=\r\nMessage-ID: <charset@x>\r\n"
+               b"Content-Type: text/plain; charset=x-klingon\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+               b"my deposit \xff\xfe\xfd is missing\r\n")
+NOT_A_MAIL = b"\x00\x01\x02 this is not a mail at all\r\n"
+
+
+def _raw_rows(db_url: str) -> dict[str, RawMessage]:
+    db = Database(db_url)
+    with db.session() as session:
+        rows = {r.message_id: r for r in session.scalars(select(RawMessage))}
+    db.dispose()
+    return rows
+
+
+def test_broken_undecodable_huge_and_garbage_mails(make_config: ConfigFactory, mailbox: Mailbox,
+                                                   smtp_sink: SmtpSink, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path, config = make_config()
+    prepared_app(config, tmp_path).close()
+    huge_content = os.urandom(22 * 1024 * 1024)  # about 30 MB once base64-encoded
+    huge = mail_with_attachment("anna.schmidt@example.de", "Withdrawal proof (video)", "see the recording",
+                                "<huge@x>", "recording.mp4", "video/mp4", huge_content)
+    assert len(huge) > 29_000_000
+    after = text_mail("omar@example.com", "Deposit missing", "still missing", "<after@x>")
+    mailbox.append(BROKEN_MIME, BAD_CHARSET, huge, NOT_A_MAIL, after)
+
+    assert run_once(path) == 0
+    rows = _raw_rows(config.database_url)
+    assert {mid: r.status for mid, r in rows.items() if not mid.endswith("supportd.invalid>")} == {
+        "<broken@x>": "done", "<charset@x>": "done", "<huge@x>": "done", "<after@x>": "done"}
+    garbage = next(r for mid, r in rows.items() if mid.endswith("supportd.invalid>"))
+    assert garbage.status == "quarantined" and garbage.stage == "parse"
+    assert "no header" in (garbage.error or "")
+
+    subjects = {t["subject"]: t for t in tickets(path, capsys)}
+    assert set(subjects) >= {"broken mime", "Withdrawal proof (video)", "Deposit missing"}
+    db = Database(config.database_url)
+    with db.session() as session:
+        defects = [e.detail for e in session.scalars(select(TicketEvent).where(TicketEvent.kind == "defects"))]
+        attachment = session.scalar(select(Attachment).where(Attachment.filename == "recording.mp4"))
+        assert attachment is not None
+        stored = config.storage_dir / "attachments" / attachment.sha256[:2] / attachment.sha256[2:4] / attachment.sha256
+        assert attachment.sha256 == hashlib.sha256(huge_content).hexdigest()
+        assert stored.read_bytes() == huge_content
+    db.dispose()
+    assert any("x-klingon" in d for detail in defects for d in detail["defects"])
+
+    capsys.readouterr()
+    assert main(["quarantine", "list", "--config", str(path)]) == 0
+    listing = capsys.readouterr().out
+    assert "stage=parse" in listing and "1 quarantined" in listing
+
+
+def test_oversized_mail_is_quarantined_at_intake(make_config: ConfigFactory, mailbox: Mailbox, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path, config = make_config(desk={"max_message_bytes": 1024 * 1024})
+    prepared_app(config, tmp_path).close()
+    big = text_mail("omar@example.com", "big", base64.b64encode(os.urandom(2 * 1024 * 1024)).decode(), "<big@x>")
+    mailbox.append(big, text_mail("omar@example.com", "small", "fine", "<small@x>"))
+    assert run_once(path) == 0
+    rows = _raw_rows(config.database_url)
+    assert rows["<big@x>"].status == "quarantined" and rows["<big@x>"].stage == "intake"
+    assert "exceeds max_message_bytes" in (rows["<big@x>"].error or "")
+    assert rows["<small@x>"].status == "done"
+    assert all(b"\\Seen" in f for f in mailbox.flags().values())
+
+
+def test_a_failing_stage_quarantines_and_retry_recovers(make_config: ConfigFactory, mailbox: Mailbox,
+                                                        smtp_sink: SmtpSink, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    overrides = tmp_path / "my-templates" / "ack"
+    overrides.mkdir(parents=True)
+    (overrides / "en.txt.j2").write_text("Hello {{ customer_name | nosuchfilter }}\n")  # a broken template
+    path, config = make_config(paths={"templates": str(overrides.parent), "storage": str(tmp_path / "data")})
+    prepared_app(config, tmp_path).close()
+    mailbox.append(text_mail("omar@example.com", "Deposit missing", "missing", "<q1@x>"),
+                   text_mail("stranger@else.example", "hello", "hi", "<q2@x>"))
+    assert run_once(path) == 0
+    rows = _raw_rows(config.database_url)
+    assert rows["<q1@x>"].status == "quarantined" and rows["<q1@x>"].stage == "reply"
+    assert "nosuchfilter" in (rows["<q1@x>"].error or "")
+    assert rows["<q2@x>"].status == "done"  # the unverified template is not overridden
+    assert len(smtp_sink.delivered) == 1
+
+    (overrides / "en.txt.j2").unlink()
+    assert main(["quarantine", "retry", "--config", str(path), "--all"]) == 0
+    assert run_once(path) == 0
+    assert _raw_rows(config.database_url)["<q1@x>"].status == "done"
+    assert sorted(m.rcpt_tos[0] for m in smtp_sink.delivered) == ["omar@example.com", "stranger@else.example"]
