@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import time
 from pathlib import Path
 
 import pytest
@@ -39,9 +40,11 @@ def test_minimal_config_uses_shipped_queues_rules_and_calendar(tmp_path: Path) -
     assert config.broker.embedded and config.calendar.hours["mon"] and not config.calendar.hours["sat"]
 
 
-def test_the_annotated_example_is_valid() -> None:
+def test_the_annotated_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTD_IMAP_PASSWORD", "from-the-environment")
     config = load_config(Path(__file__).resolve().parents[1] / "supportd.toml.example")
-    assert config.mailboxes and config.queues
+    assert config.mailboxes[0].endpoint.password == "from-the-environment"
+    assert config.calendar.hours["fri"] == ((time(9), time(12)), (time(13), time(18)))
 
 
 @pytest.mark.parametrize(("addition", "key", "reason"), [
