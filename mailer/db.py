@@ -6,6 +6,8 @@ broker's queue, or the whole process, loses nothing.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -254,11 +256,19 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        # SQLite has one writer at a time, and its busy handler polls with sleeps of up to 100 ms. Threads
+        # of this process queue on a lock instead and start the moment the writer before them commits;
+        # other processes still meet busy_timeout.
+        self._writer: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if url.startswith("sqlite") else contextlib.nullcontext())
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # For the pipeline: it flushes where it needs ids, not before every query.
+        self.batch_sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self.sessions() as session, session.begin():
+    def session(self, *, autoflush: bool = True) -> Iterator[Session]:
+        factory = self.sessions if autoflush else self.batch_sessions
+        with self._writer, factory() as session, session.begin():
             yield session
 
     def create_all(self) -> None:

@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy import insert, select, update
+
 from mailer.app import App
 from mailer.db import Outbox, TicketEvent, utcnow
 from mailer.smtp import SendError
@@ -37,32 +39,46 @@ def deliver(app: App, outbox_id: int) -> Delivery:
     claimed = _claim(app, outbox_id)
     if isinstance(claimed, Delivery):
         return claimed
-    from_address, to_address, raw, attempts = claimed
     try:
-        app.smtp.send(from_address, to_address, raw)
+        app.smtp.send(claimed.from_address, claimed.to_address, claimed.raw)
     except SendError as exc:
-        return _record_failure(app, outbox_id, attempts, exc)
+        return _record_failure(app, outbox_id, claimed.attempts, exc)
     with app.db.session() as session:
-        row = session.get(Outbox, outbox_id)
-        assert row is not None
-        row.status, row.sent_at, row.last_error = "sent", utcnow(), None
-        if row.ticket_id:
-            session.add(TicketEvent(ticket_id=row.ticket_id, kind="mail_sent",
-                                    detail={"purpose": row.purpose, "to": row.to_address,
-                                            "message_id": row.message_id, "attempts": row.attempts}))
+        session.execute(update(Outbox).where(Outbox.id == outbox_id)
+                        .values(status="sent", sent_at=utcnow(), last_error=None))
+        if claimed.ticket_id:
+            session.execute(insert(TicketEvent).values(
+                ticket_id=claimed.ticket_id, kind="mail_sent", actor="supportd", at=utcnow(),
+                detail={"purpose": claimed.purpose, "to": claimed.to_address, "message_id": claimed.message_id,
+                        "attempts": claimed.attempts}))
     return Delivery(outbox_id, "sent")
 
 
-def _claim(app: App, outbox_id: int) -> Delivery | tuple[str, str, bytes, int]:
+@dataclass(frozen=True)
+class Claimed:
+    from_address: str
+    to_address: str
+    raw: bytes
+    attempts: int
+    ticket_id: int | None
+    purpose: str
+    message_id: str
+
+
+def _claim(app: App, outbox_id: int) -> Delivery | Claimed:
+    columns = (Outbox.status, Outbox.next_attempt_at, Outbox.from_address, Outbox.to_address, Outbox.raw,
+               Outbox.attempts, Outbox.ticket_id, Outbox.purpose, Outbox.message_id)
     with app.db.session() as session:
-        row = session.get(Outbox, outbox_id, with_for_update=True)
+        row = session.execute(select(*columns).where(Outbox.id == outbox_id).with_for_update()).one_or_none()
         if row is None or row.status != "pending":
             return Delivery(outbox_id, "skipped")
         wait = row.next_attempt_at - utcnow()
         if wait > timedelta(0):
             return Delivery(outbox_id, "retry", wait)
-        row.status, row.claimed_at, row.attempts = "sending", utcnow(), row.attempts + 1
-        return row.from_address, row.to_address, row.raw, row.attempts
+        session.execute(update(Outbox).where(Outbox.id == outbox_id).values(
+            status="sending", claimed_at=utcnow(), attempts=row.attempts + 1))
+    return Claimed(row.from_address, row.to_address, row.raw, row.attempts + 1, row.ticket_id, row.purpose,
+                   row.message_id)
 
 
 def _record_failure(app: App, outbox_id: int, attempts: int, exc: SendError) -> Delivery:

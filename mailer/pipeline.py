@@ -6,7 +6,8 @@ Each stage takes the `Work` and returns True to go on or False when the mail is 
 decisions live in parsing/ and routing/; this module only strings them together and writes the ledger.
 A stage that raises sends the mail to quarantine with the stage's name; database trouble is transient
 and re-raised so the broker retries. Nothing here sends mail: replies become outbox rows that the
-caller hands to the sender actor after the commit.
+caller hands to the sender actor after the commit. Mails are processed in batches, one transaction
+each, with a savepoint per mail: commits are the costly part on every database.
 """
 
 from __future__ import annotations
@@ -196,48 +197,61 @@ class Result:
     outbox_ids: tuple[int, ...] = ()
 
 
-def process(app: App, raw_id: int) -> Result:
-    """Run the stages for one stored mail. Safe to call again for the same id: a finished mail is skipped."""
-    for attempt in (1, 2):
-        try:
-            return _run_stages(app, raw_id)
-        except IntegrityError:
-            # Another worker recorded the same Message-ID at the same moment; the second pass sees it.
-            if attempt == 2:
-                raise
-        except StageFailed as failure:
-            if isinstance(failure.cause, TRANSIENT):
-                raise failure.cause from None
-            _quarantine(app, raw_id, failure.stage, failure.cause)
-            return Result(raw_id, "quarantined")
-    raise AssertionError("unreachable")
+def process(app: App, raw_ids: list[int]) -> list[Result]:
+    """Run the stages for stored mails, in one transaction with a savepoint per mail.
 
-
-def _run_stages(app: App, raw_id: int) -> Result:
-    with app.db.session() as session:
-        raw = session.get(RawMessage, raw_id, with_for_update=True)
-        if raw is None or raw.status != "pending":
-            return Result(raw_id, "skipped")
-        work = Work(app, session, raw)
-        for name, stage in STAGES:
+    Safe to call again for the same ids: a finished mail is skipped. A mail whose stage fails is
+    quarantined alone; a database fault is re-raised for the broker to retry the whole batch.
+    """
+    results: list[Result] = []
+    collided: list[int] = []
+    with app.db.session(autoflush=False) as session:
+        for raw_id in raw_ids:
             try:
-                if not stage(work):
-                    break
-            except Exception as exc:
-                raise StageFailed(name, exc) from exc
-        raw.status, raw.processed_at = work.outcome, utcnow()
-        session.flush()
-        return Result(raw_id, work.outcome, raw.ticket_id, tuple(row.id for row in work.outbox))
+                with session.begin_nested():
+                    results.append(_run_stages(app, session, raw_id))
+            except IntegrityError:
+                collided.append(raw_id)  # another worker recorded the same Message-ID meanwhile
+            except StageFailed as failure:
+                if isinstance(failure.cause, TRANSIENT):
+                    raise failure.cause from None
+                _quarantine(session, raw_id, failure.stage, failure.cause)
+                results.append(Result(raw_id, "quarantined"))
+    for raw_id in collided:
+        # Alone and after the other worker's commit, the mail is now seen as a duplicate.
+        results += process(app, [raw_id]) if len(raw_ids) > 1 else [_quarantine_alone(app, raw_id)]
+    return results
 
 
-def _quarantine(app: App, raw_id: int, stage: str, cause: BaseException) -> None:
+def _run_stages(app: App, session: Session, raw_id: int) -> Result:
+    raw = session.get(RawMessage, raw_id, with_for_update=True)
+    if raw is None or raw.status != "pending":
+        return Result(raw_id, "skipped")
+    work = Work(app, session, raw)
+    for name, stage in STAGES:
+        try:
+            if not stage(work):
+                break
+        except Exception as exc:
+            raise StageFailed(name, exc) from exc
+    raw.status, raw.processed_at = work.outcome, utcnow()
+    session.flush()
+    return Result(raw_id, work.outcome, raw.ticket_id, tuple(row.id for row in work.outbox))
+
+
+def _quarantine(session: Session, raw_id: int, stage: str, cause: BaseException) -> None:
     log.warning("quarantined message %s at stage %s: %s", raw_id, stage, cause)
     log.debug("".join(traceback.format_exception(cause)))
+    raw = session.get(RawMessage, raw_id)
+    if raw is not None and raw.status == "pending":
+        raw.status, raw.stage, raw.processed_at = "quarantined", stage, utcnow()
+        raw.error = f"{type(cause).__name__}: {cause}"[:4000]
+
+
+def _quarantine_alone(app: App, raw_id: int) -> Result:
     with app.db.session() as session:
-        raw = session.get(RawMessage, raw_id)
-        if raw is not None and raw.status == "pending":
-            raw.status, raw.stage, raw.processed_at = "quarantined", stage, utcnow()
-            raw.error = f"{type(cause).__name__}: {cause}"[:4000]
+        _quarantine(session, raw_id, "record", RuntimeError("unique constraint violated twice"))
+    return Result(raw_id, "quarantined")
 
 
 def _new_ticket(work: Work) -> Ticket:

@@ -1,9 +1,9 @@
 """The dramatiq side: the broker, the two actors, and in-process worker threads.
 
-Actors carry row ids only; the rows say what to do. `embedded` uses dramatiq's StubBroker with worker
-threads in this process; a Redis or RabbitMQ URL shares the work with `supportd worker` processes on
-any host. Actors are declared on an explicit broker, never on dramatiq's global default, so importing
-this module needs no Redis.
+Actors carry row ids only (a short list of them for processing); the rows say what to do.
+`embedded` uses dramatiq's StubBroker with worker threads in this process; a Redis or RabbitMQ URL
+shares the work with `supportd worker` processes on any host. Actors are declared on an explicit
+broker, never on dramatiq's global default, so importing this module needs no Redis.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from mailer.outbox import deliver
 log = logging.getLogger(__name__)
 
 PROCESS_QUEUE, SEND_QUEUE = "supportd_process", "supportd_send"
+# Mails per processing message: one transaction each. Small enough that a retried batch is cheap.
+PROCESS_BATCH = 25
 
 
 def make_broker(config: BrokerConfig) -> dramatiq.Broker:
@@ -51,9 +53,9 @@ class Workers:
                                          queue_name=SEND_QUEUE, max_retries=20, min_backoff=1000,
                                          max_backoff=60_000)
 
-    def _process(self, raw_id: int) -> None:
-        result = pipeline.process(self.app, raw_id)
-        self.enqueue_send(result.outbox_ids)
+    def _process(self, raw_ids: list[int]) -> None:
+        results = pipeline.process(self.app, raw_ids)
+        self.enqueue_send(outbox_id for result in results for outbox_id in result.outbox_ids)
 
     def _send(self, outbox_id: int) -> None:
         delivery = deliver(self.app, outbox_id)
@@ -62,8 +64,9 @@ class Workers:
             self.send_actor.send_with_options(args=(outbox_id,), delay=delay_ms)
 
     def enqueue_process(self, raw_ids: Iterable[int]) -> None:
-        for raw_id in raw_ids:
-            self.process_actor.send(raw_id)
+        ids = list(raw_ids)
+        for start in range(0, len(ids), PROCESS_BATCH):
+            self.process_actor.send(ids[start:start + PROCESS_BATCH])
 
     def enqueue_send(self, outbox_ids: Iterable[int]) -> None:
         for outbox_id in outbox_ids:

@@ -116,7 +116,7 @@ def parse(raw: bytes) -> ParsedMail:
         headers=_headers(message),
         defects=tuple(defects),
         language=detect_language(subject, new_text),
-        identifiers=extract_identifiers(subject + "\n" + body),
+        identifiers=extract_identifiers(subject + "\n" + new_text),
     )
 
 

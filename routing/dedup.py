@@ -30,9 +30,9 @@ def find_exact_duplicate(session: Session, mail: ParsedMail, raw_id: int) -> str
     """A reason if this mail was already recorded, else None."""
     if session.scalar(select(TicketMessage.id).where(TicketMessage.message_id == mail.message_id)):
         return f"Message-ID {mail.message_id} already recorded"
-    same_bytes = select(RawMessage.id).where(
-        RawMessage.sha256 == mail.sha256, RawMessage.id != raw_id, RawMessage.status == "done")
-    if session.scalar(same_bytes.limit(1)):
+    # Look up by hash alone: with a status condition too, SQLite may walk the (large) status index instead.
+    same_bytes = session.execute(select(RawMessage.id, RawMessage.status).where(RawMessage.sha256 == mail.sha256))
+    if any(other_id != raw_id and status == "done" for other_id, status in same_bytes):
         return "identical bytes already recorded"
     return None
 
