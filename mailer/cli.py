@@ -15,6 +15,7 @@ from types import FrameType
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from mailer.config import Config, ConfigError, load_config
 
@@ -266,6 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"supportd: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OperationalError as exc:
+        print(f"supportd: database: {str(exc.orig).strip().splitlines()[0]}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -89,3 +89,11 @@ def test_syntax_error_and_missing_file(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[[mailboxes]\n"))
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("sqlite:///supportd.db", "postgresql://nobody@127.0.0.1:1/none"))
+    result = subprocess.run([sys.executable, "-m", "mailer", "tickets", "list", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("supportd: database: ") and "Traceback" not in result.stderr
