@@ -124,6 +124,13 @@ class SlaConfig:
 
 
 @dataclass(frozen=True)
+class DedupConfig:
+    window_days: float = 7.0
+    similarity: float = 0.35
+    max_auto_replies_per_day: int = 10
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     mailboxes: tuple[MailboxConfig, ...]
@@ -134,6 +141,7 @@ class Config:
     rules: tuple[RuleConfig, ...] = ()
     calendar: CalendarConfig = CalendarConfig()
     sla: SlaConfig = SlaConfig()
+    dedup: DedupConfig = DedupConfig()
     templates_dir: Path | None = None
     storage_dir: Path = Path("supportd-data")
     default_language: str = "en"
@@ -401,6 +409,17 @@ def _sla(section: _Section) -> SlaConfig:
     return SlaConfig(**values)
 
 
+def _dedup(section: _Section) -> DedupConfig:
+    similarity = section.number("similarity", 0.35, minimum=0.01)
+    if similarity > 1:
+        raise section.fail("similarity", f"is a Jaccard similarity between 0 and 1; got {similarity}")
+    dedup = DedupConfig(window_days=section.number("window_days", 7.0, minimum=0),
+                        similarity=similarity,
+                        max_auto_replies_per_day=section.int("max_auto_replies_per_day", 10, minimum=1))
+    section.done()
+    return dedup
+
+
 def default_routing() -> dict[str, Any]:
     """The shipped queues and rules (routing/default_rules.toml), used when the config names none."""
     text = resources.files("routing").joinpath("default_rules.toml").read_text(encoding="utf-8")
@@ -464,6 +483,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         rules=rules,
         calendar=_calendar(top.table("calendar")),
         sla=_sla(top.table("sla")),
+        dedup=_dedup(top.table("dedup")),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,
         default_language=desk.choice("language", ("en", "zh"), "en"),

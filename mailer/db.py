@@ -133,10 +133,11 @@ class TicketMessage(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     raw_message_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"))
     direction: Mapped[str] = mapped_column(String(8))  # in | out
-    kind: Mapped[str] = mapped_column(String(16))  # customer | ack | reply | notice
+    kind: Mapped[str] = mapped_column(String(16))  # customer | repeat | ack | unverified | repeat_notice | …
     message_id: Mapped[str] = mapped_column(String(998), unique=True)
     in_reply_to: Mapped[str | None] = mapped_column(String(998))
     references: Mapped[list[Any]] = mapped_column(default=list)
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)  # parsing.normalize
     from_address: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
@@ -191,7 +192,7 @@ class Outbox(Base):
     from_address: Mapped[str] = mapped_column(String(320))
     message_id: Mapped[str] = mapped_column(String(998), unique=True)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
-    # pending -> sending -> sent | failed
+    # pending -> sending -> sent | failed; sent -> bounced when a delivery report says so
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,6 +1,6 @@
 """The flow of one stored mail, stage by stage, in one database transaction.
 
-    parse -> duplicate -> verify -> screen -> thread -> automatic -> route -> record -> reply
+    parse -> bounce -> duplicate -> verify -> screen -> thread -> repeat -> automatic -> route -> record -> reply
 
 Each stage takes the `Work` and returns True to go on or False when the mail is fully handled. The
 decisions live in parsing/ and routing/; this module only strings them together and writes the ledger.
@@ -16,8 +16,9 @@ import logging
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -26,7 +27,7 @@ from mailer.compose import schedule_reply
 from mailer.db import Account, Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
 from parsing.message import ParsedMail, parse
 from routing.autoreply import automatic_reason
-from routing.dedup import ThreadMatch, find_exact_duplicate, find_thread
+from routing.dedup import ThreadMatch, find_exact_duplicate, find_repeat, find_thread
 from routing.rules import RouteDecision
 from routing.verify import AccountRef, Verification, normalize_address, verify_sender
 from sla.calendar import parse_duration
@@ -61,6 +62,28 @@ def parse_mail(work: Work) -> bool:
     return True
 
 
+def match_bounce(work: Work) -> bool:
+    """A delivery report about one of our mails marks that outbox row; it never becomes a ticket."""
+    report = _mail(work).report
+    if report is None:
+        return True
+    row = None
+    if report.original_message_id:
+        row = work.session.scalar(select(Outbox).where(Outbox.message_id == report.original_message_id))
+    if row is None:
+        work.outcome, work.raw.error = "automatic", "delivery report for a mail we did not send"
+        return False
+    detail = {"message_id": row.message_id, "to": row.to_address, "action": report.action,
+              "status": report.status, "diagnostic": report.diagnostic}
+    if report.action == "failed":
+        row.status, row.last_error = "bounced", f"{report.status} {report.diagnostic}".strip()[:2000]
+    if row.ticket_id:
+        work.session.add(TicketEvent(ticket_id=row.ticket_id, kind="bounced" if report.action == "failed"
+                                     else f"delivery_{report.action}", detail=detail))
+    work.raw.ticket_id, work.outcome = row.ticket_id, "bounce"
+    return False
+
+
 def skip_exact_duplicate(work: Work) -> bool:
     reason = find_exact_duplicate(work.session, _mail(work), work.raw.id)
     if reason is None:
@@ -85,6 +108,15 @@ def screen_automatic(work: Work) -> bool:
 
 def find_ticket(work: Work) -> bool:
     work.thread = find_thread(work.session, _mail(work), _verification(work).address)
+    return True
+
+
+def find_repeated_complaint(work: Work) -> bool:
+    if work.thread is None:
+        verification, dedup = _verification(work), work.app.config.dedup
+        work.thread = find_repeat(work.session, _mail(work), verification.address, verification.verified,
+                                  now=work.raw.received_at, window=timedelta(days=dedup.window_days),
+                                  threshold=dedup.similarity)
     return True
 
 
@@ -114,9 +146,11 @@ def record(work: Work) -> bool:
         ticket.updated_at = utcnow()
     else:
         ticket = work.ticket = _new_ticket(work)
+    repeat = work.thread is not None and work.thread.repeat
     message = work.message = TicketMessage(
-        ticket=ticket, raw_message_id=work.raw.id, direction="in", kind="customer", message_id=mail.message_id,
-        in_reply_to=mail.in_reply_to, references=list(mail.references[-20:]),
+        ticket=ticket, raw_message_id=work.raw.id, direction="in", kind="repeat" if repeat else "customer",
+        message_id=mail.message_id, in_reply_to=mail.in_reply_to, references=list(mail.references[-20:]),
+        content_hash=mail.content_hash,
         from_address=verification.address or _first_from(mail), subject=mail.subject[:2000], body=mail.new_text)
     work.session.add(message)
     for part in mail.attachments:
@@ -125,55 +159,85 @@ def record(work: Work) -> bool:
                                               size=part.size, sha256=part.sha256))
     work.raw.ticket_id = ticket.id
     if work.thread is not None:
-        _event(work, ticket, "message", reason=work.thread.reason, message_id=mail.message_id,
-               automatic=work.automatic)
+        _event(work, ticket, "repeat" if repeat else "message", reason=work.thread.reason,
+               message_id=mail.message_id, automatic=work.automatic)
     if mail.defects:
         _event(work, ticket, "defects", defects=list(mail.defects)[:50])
     return True
 
 
 def schedule_replies(work: Work) -> bool:
-    """A new ticket gets one answer: the acknowledgement, or the generic note for an unverified sender."""
-    ticket, verification, mail = _ticket(work), _verification(work), _mail(work)
-    if work.thread is not None:
+    """A new ticket gets one answer: the acknowledgement, or the generic note for an unverified sender.
+
+    A repeat gets at most one short "we already have this" per ticket and day; a reply in the thread and
+    any automatic mail get nothing. No address gets more automatic mail a day than the configured cap.
+    """
+    ticket, verification = _ticket(work), _verification(work)
+    if work.automatic or (work.thread is not None and not work.thread.repeat):
         return True
-    config = work.app.config
-    common = {"desk_name": config.desk_name, "customer_name": None, "anti_phishing_code": None}
-    if verification.verified and verification.account is not None:
-        account = verification.account
-        target = parse_duration(config.sla.first_response)
-        context = {
-            **common,
-            "customer_name": account.display_name or None,
-            "anti_phishing_code": account.anti_phishing_code,
-            "queue_title": config.queues[ticket.queue].title.get(ticket.language, ticket.queue),
-            "due_text": format_local(ticket.first_response_due, work.app.calendar.zone, ticket.language)
-            if ticket.first_response_due else "",
-            "time_zone": config.calendar.time_zone,
-            "first_response_target": target.describe(ticket.language),
-        }
-        purpose, to_address = "ack", account.email
+    if work.thread is not None:
+        day = work.raw.received_at.astimezone(work.app.calendar.zone).date().isoformat()
+        purpose, key, to_address = "repeat_notice", f"repeat_notice:{ticket.id}:{day}", ticket.customer_email
+        context: dict[str, object] = _common_context(work)
+    elif verification.verified and verification.account is not None:
+        purpose, key, to_address = "ack", f"ack:{work.raw.message_id}", verification.account.email
+        context = _ack_context(work, verification.account)
     else:
         # Same words whatever the reason, so the answer reveals nothing about the account directory.
-        purpose, to_address, context = "unverified", verification.address or _first_from(mail), common
+        purpose, key = "unverified", f"unverified:{work.raw.message_id}"
+        to_address, context = verification.address or _first_from(_mail(work)), _common_context(work)
     if normalize_address(to_address) is None:
         _event(work, ticket, "no_reply", reason="no usable sender address")
         return True
+    if work.session.scalar(select(Outbox.id).where(Outbox.idempotency_key == key)):
+        _event(work, ticket, "no_reply", reason=f"{purpose} already sent for this ticket today")
+        return True
+    if _automatic_replies_today(work, to_address) >= work.app.config.dedup.max_auto_replies_per_day:
+        _event(work, ticket, "no_reply", reason=f"automatic replies to {to_address} reached the daily cap")
+        return True
     row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose=purpose,
-                         key=f"{purpose}:{work.raw.message_id}", to_address=to_address,
-                         replying_to=_message(work), context=context)
+                         key=key, to_address=to_address, replying_to=_message(work), context=context)
     work.outbox.append(row)
     _event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
     return True
 
 
+AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice")
+
+
+def _automatic_replies_today(work: Work, address: str) -> int:
+    since = work.raw.received_at - timedelta(hours=24)
+    return work.session.scalar(select(func.count()).where(
+        Outbox.to_address == address, Outbox.purpose.in_(AUTOMATIC_PURPOSES), Outbox.created_at >= since)) or 0
+
+
+def _common_context(work: Work) -> dict[str, object]:
+    return {"desk_name": work.app.config.desk_name, "customer_name": None, "anti_phishing_code": None}
+
+
+def _ack_context(work: Work, account: AccountRef) -> dict[str, object]:
+    ticket, config = _ticket(work), work.app.config
+    due = ticket.first_response_due
+    return {
+        **_common_context(work),
+        "customer_name": account.display_name or None,
+        "anti_phishing_code": account.anti_phishing_code,
+        "queue_title": config.queues[ticket.queue].title.get(ticket.language, ticket.queue),
+        "due_text": format_local(due, work.app.calendar.zone, ticket.language) if due else "",
+        "time_zone": config.calendar.time_zone,
+        "first_response_target": parse_duration(config.sla.first_response).describe(ticket.language),
+    }
+
+
 # The whole flow. Adding a stage means one function above and one line here.
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("parse", parse_mail),
+    ("bounce", match_bounce),
     ("duplicate", skip_exact_duplicate),
     ("verify", verify),
     ("screen", screen_automatic),
     ("thread", find_ticket),
+    ("repeat", find_repeated_complaint),
     ("automatic", drop_unthreaded_automatic),
     ("route", route_new_ticket),
     ("record", record),
@@ -192,7 +256,7 @@ class StageFailed(Exception):
 @dataclass(frozen=True)
 class Result:
     raw_id: int
-    outcome: str  # done | duplicate | automatic | quarantined | skipped
+    outcome: str  # done | duplicate | automatic | bounce | quarantined | skipped
     ticket_id: int | None = None
     outbox_ids: tuple[int, ...] = ()
 

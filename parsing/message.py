@@ -23,7 +23,9 @@ from parsing.charset import decode_bytes, decode_header_value
 from parsing.html import html_to_text
 from parsing.identifiers import Identifiers, extract_identifiers
 from parsing.language import detect_language
+from parsing.normalize import content_hash
 from parsing.quotes import strip_quoted
+from parsing.report import DeliveryReport, delivery_report
 
 MAX_FILENAME = 200
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -73,6 +75,8 @@ class ParsedMail:
     defects: tuple[str, ...]
     language: str
     identifiers: Identifiers
+    content_hash: str  # of the normalized subject and new text: equal for a re-sent complaint
+    report: DeliveryReport | None  # set for a delivery status notification (a bounce)
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())
@@ -117,6 +121,8 @@ def parse(raw: bytes) -> ParsedMail:
         defects=tuple(defects),
         language=detect_language(subject, new_text),
         identifiers=extract_identifiers(subject + "\n" + new_text),
+        content_hash=content_hash(subject, new_text),
+        report=delivery_report(message),
     )
 
 

@@ -46,7 +46,7 @@ def test_broken_undecodable_huge_and_garbage_mails(make_config: ConfigFactory, m
     huge = mail_with_attachment("anna.schmidt@example.de", "Withdrawal proof (video)", "see the recording",
                                 "<huge@x>", "recording.mp4", "video/mp4", huge_content)
     assert len(huge) > 29_000_000
-    after = text_mail("omar@example.com", "Deposit missing", "still missing", "<after@x>")
+    after = text_mail("kenji@example.jp", "Deposit missing", "still missing", "<after@x>")
     mailbox.append(BROKEN_MIME, BAD_CHARSET, huge, NOT_A_MAIL, after)
 
     assert run_once(path) == 0

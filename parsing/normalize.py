@@ -1,0 +1,45 @@
+"""What makes two mails "the same complaint": text reduced to what the customer actually wrote.
+
+Reply and forward prefixes in any common language, ticket tags, quoted text (already stripped by
+parsing.quotes), case, punctuation and white space are removed. Similarity is Jaccard over character
+3-gram shingles: it needs no word segmentation, so Chinese and English are treated alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+_PREFIX = re.compile(
+    r"^\s*(?:(?:re|fw|fwd|aw|wg|sv|vs|tr|rv|antw|回复|回覆|答复|转发|轉寄|轉發)\s*(?:\[\d+\])?\s*[:：]\s*|\[#\d+\]\s*)+",
+    re.IGNORECASE)
+_TAG = re.compile(r"\[#\d+\]")
+SHINGLE = 3
+
+
+def normalized_subject(subject: str) -> str:
+    subject = _TAG.sub(" ", _PREFIX.sub("", subject))
+    return " ".join(subject.split())
+
+
+def normalized_content(subject: str, text: str) -> str:
+    """Lower-case letters and digits only (any script), subject first."""
+    combined = f"{normalized_subject(subject)} {text}".lower()
+    return "".join(ch for ch in combined if unicodedata.category(ch)[0] in "LN")
+
+
+def content_hash(subject: str, text: str) -> str:
+    return hashlib.sha256(normalized_content(subject, text).encode("utf-8")).hexdigest()
+
+
+def shingles(normalized: str, size: int = SHINGLE) -> frozenset[str]:
+    if len(normalized) <= size:
+        return frozenset([normalized]) if normalized else frozenset()
+    return frozenset(normalized[i:i + size] for i in range(len(normalized) - size + 1))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
