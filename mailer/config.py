@@ -126,7 +126,7 @@ class SlaConfig:
 @dataclass(frozen=True)
 class DedupConfig:
     window_days: float = 7.0
-    similarity: float = 0.35
+    similarity: float = 0.30
     max_auto_replies_per_day: int = 10
 
 
@@ -410,7 +410,7 @@ def _sla(section: _Section) -> SlaConfig:
 
 
 def _dedup(section: _Section) -> DedupConfig:
-    similarity = section.number("similarity", 0.35, minimum=0.01)
+    similarity = section.number("similarity", 0.30, minimum=0.01)
     if similarity > 1:
         raise section.fail("similarity", f"is a Jaccard similarity between 0 and 1; got {similarity}")
     dedup = DedupConfig(window_days=section.number("window_days", 7.0, minimum=0),
