@@ -129,7 +129,7 @@ def cmd_tickets_list(args: argparse.Namespace) -> int:
     from mailer.db import Ticket, TicketMessage
 
     app = _app(args)
-    with app.db.session() as session:
+    with app.db.reading() as session:
         counts = dict(session.execute(select(TicketMessage.ticket_id, func.count()).where(
             TicketMessage.direction == "in").group_by(TicketMessage.ticket_id)).all())
         query = select(Ticket).order_by(Ticket.id)
@@ -173,7 +173,7 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
     from mailer.db import RawMessage
 
     app = _app(args)
-    with app.db.session() as session:
+    with app.db.reading() as session:
         rows = session.execute(select(RawMessage.id, RawMessage.mailbox, RawMessage.uid, RawMessage.stage,
                                       RawMessage.error).where(RawMessage.status == "quarantined")
                                .order_by(RawMessage.id)).all()

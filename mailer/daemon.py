@@ -73,7 +73,7 @@ class Daemon:
         self.app.close()
 
     def backlog(self) -> Backlog:
-        with self.app.db.session() as session:
+        with self.app.db.reading() as session:
             mails = session.scalar(select(func.count()).where(RawMessage.status == "pending")) or 0
             replies = session.scalar(select(func.count()).where(Outbox.status.in_(("pending", "sending")))) or 0
             last_error = session.scalar(select(Outbox.last_error).where(

@@ -223,6 +223,9 @@ class Lease(Base):
     expires_at: Mapped[datetime]
 
 
+READONLY = "supportd_readonly"
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
@@ -248,7 +251,9 @@ def _sqlite_tuning(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers under WAL need no lock: a plain (deferred) BEGIN reads a snapshot beside the writer.
+        readonly = connection.get_execution_options().get(READONLY, False)
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -265,11 +270,19 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # For the pipeline: it flushes where it needs ids, not before every query.
         self.batch_sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self.read_sessions = sessionmaker(self.engine.execution_options(**{READONLY: True}),
+                                          expire_on_commit=False, autoflush=False)
 
     @contextmanager
     def session(self, *, autoflush: bool = True) -> Iterator[Session]:
         factory = self.sessions if autoflush else self.batch_sessions
         with self._writer, factory() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only snapshot: no writer lock, so listing and waiting never hold up the pipeline."""
+        with self.read_sessions() as session, session.begin():
             yield session
 
     def create_all(self) -> None:

@@ -72,7 +72,7 @@ def run_demo(keep: Path | None = None) -> int:
 def _print_results(app: App, smtp: SmtpSink) -> None:
     from sqlalchemy import func, select
 
-    with app.db.session() as session:
+    with app.db.reading() as session:
         counts = dict(session.execute(select(TicketMessage.ticket_id, func.count()).where(
             TicketMessage.direction == "in").group_by(TicketMessage.ticket_id)).all())
         rows = [_ticket_json(t, counts.get(t.id, 0)) for t in session.scalars(select(Ticket).order_by(Ticket.id))]

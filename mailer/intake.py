@@ -149,7 +149,7 @@ class MailboxIntake:
         """UIDs whose processing has committed but which are not yet marked on the server."""
         if self.uidvalidity is None:
             return []
-        with self.db.session() as session:
+        with self.db.reading() as session:
             return list(session.scalars(select(RawMessage.uid).where(
                 RawMessage.mailbox == self.config.name, RawMessage.uidvalidity == self.uidvalidity,
                 RawMessage.server_state == "pending", RawMessage.status != "pending").order_by(RawMessage.uid)))

@@ -40,14 +40,23 @@ class ThreadMatch:
     repeat: bool = False  # a re-sent complaint rather than a reply in the thread
 
 
+FINISHED = ("done", "duplicate", "automatic", "bounce")
+
+
 def find_exact_duplicate(session: Session, mail: ParsedMail, raw_id: int) -> str | None:
-    """A reason if this mail was already recorded, else None."""
+    """A reason if this mail was already recorded, else None.
+
+    Mail that opened no ticket (an auto-reply, a bounce) counts too: fetched again after a UIDVALIDITY
+    change or from a second mailbox, it must not be handled twice.
+    """
     if session.scalar(select(TicketMessage.id).where(TicketMessage.message_id == mail.message_id)):
         return f"Message-ID {mail.message_id} already recorded"
-    # Look up by hash alone: with a status condition too, SQLite may walk the (large) status index instead.
-    same_bytes = session.execute(select(RawMessage.id, RawMessage.status).where(RawMessage.sha256 == mail.sha256))
-    if any(other_id != raw_id and status == "done" for other_id, status in same_bytes):
-        return "identical bytes already recorded"
+    # Look up by Message-ID or hash alone: with a status condition too, SQLite may walk the large status index.
+    for column, value, reason in ((RawMessage.message_id, mail.message_id, f"Message-ID {mail.message_id}"),
+                                  (RawMessage.sha256, mail.sha256, "identical bytes")):
+        seen = session.execute(select(RawMessage.id, RawMessage.status).where(column == value))
+        if any(other != raw_id and status in FINISHED for other, status in seen):
+            return f"{reason} already handled"
     return None
 
 

@@ -8,6 +8,7 @@ from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from mailer.cli import main
 from mailer.embedded import SmtpSink
@@ -163,3 +164,26 @@ def test_move_after_processing(make_config: ConfigFactory, mailbox: Mailbox, tmp
     assert run_once(path) == 0
     assert mailbox.flags("INBOX") == {}
     assert len(mailbox.flags("Processed")) == 3
+
+
+def test_uidvalidity_change_rereads_the_folder_and_changes_nothing(
+        demo_run: tuple[Path, list[dict[str, object]]], smtp_sink: SmtpSink,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlalchemy import update
+
+    from mailer.config import load_config
+    from mailer.db import Checkpoint, Database, RawMessage
+
+    path, rows = demo_run
+    db = Database(load_config(path).database_url)
+    with db.session() as session:  # as if the server had renumbered the folder since these were stored
+        session.execute(update(Checkpoint).values(uidvalidity=Checkpoint.uidvalidity - 1))
+        session.execute(update(RawMessage).values(uidvalidity=RawMessage.uidvalidity - 1))
+    sent = len(smtp_sink.delivered)
+    assert run_once(path) == 0
+    assert tickets(path, capsys) == rows
+    assert len(smtp_sink.delivered) == sent
+    with db.session() as session:
+        statuses = [r.status for r in session.scalars(select(RawMessage).order_by(RawMessage.id))]
+    db.dispose()
+    assert len(statuses) == 20 and statuses[10:] == ["duplicate"] * 10
