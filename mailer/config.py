@@ -148,6 +148,7 @@ class Config:
     desk_name: str = "Support"
     once_timeout: float = 300.0
     max_message_bytes: int = 50 * 1024 * 1024
+    raw_with_secrets: str = "drop"  # drop: keep only headers of a raw mail that held secrets | keep
 
     @property
     def support_address(self) -> str:
@@ -490,6 +491,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         desk_name=desk.str("name", "Support"),
         once_timeout=desk.number("once_timeout", 300.0, minimum=1),
         max_message_bytes=desk.int("max_message_bytes", 50 * 1024 * 1024, minimum=1024),
+        raw_with_secrets=desk.choice("raw_with_secrets", ("drop", "keep"), "drop"),
     )
     desk.done()
     if config.templates_dir and not config.templates_dir.is_dir():

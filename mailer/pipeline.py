@@ -1,6 +1,7 @@
 """The flow of one stored mail, stage by stage, in one database transaction.
 
-    parse -> bounce -> duplicate -> verify -> screen -> thread -> repeat -> automatic -> route -> record -> reply
+    parse -> redact -> bounce -> duplicate -> verify -> screen -> thread -> repeat -> automatic -> route
+          -> record -> reply -> warn
 
 Each stage takes the `Work` and returns True to go on or False when the mail is fully handled. The
 decisions live in parsing/ and routing/; this module only strings them together and writes the ledger.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -25,7 +26,10 @@ from sqlalchemy.orm import Session
 from mailer.app import App
 from mailer.compose import schedule_reply
 from mailer.db import Account, Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
-from parsing.message import ParsedMail, parse
+from parsing.identifiers import extract_identifiers
+from parsing.message import ParsedMail, parse, without_body
+from parsing.normalize import content_hash
+from parsing.secrets import kind_names, redact
 from routing.autoreply import automatic_reason
 from routing.dedup import ThreadMatch, find_exact_duplicate, find_repeat, find_thread
 from routing.rules import RouteDecision
@@ -49,6 +53,7 @@ class Work:
     ticket: Ticket | None = None
     message: TicketMessage | None = None
     outbox: list[Outbox] = field(default_factory=list)
+    secrets: tuple[str, ...] = ()  # kinds of secret found and redacted (never the values)
     outcome: str = "done"
 
 
@@ -59,6 +64,21 @@ def parse_mail(work: Work) -> bool:
     if work.raw.size > work.app.config.max_message_bytes:
         raise ValueError(f"message of {work.raw.size} bytes exceeds max_message_bytes")
     work.mail = parse(work.raw.raw)
+    return True
+
+
+def redact_secrets(work: Work) -> bool:
+    """Replace passwords, seed phrases, keys and codes before anything below stores or shows the text."""
+    mail = _mail(work)
+    subject, text, new_text = redact(mail.subject), redact(mail.text), redact(mail.new_text)
+    work.secrets = tuple(dict.fromkeys(subject.kinds + text.kinds + new_text.kinds))
+    if not work.secrets:
+        return True
+    work.mail = replace(mail, subject=subject.text, text=text.text, new_text=new_text.text,
+                        identifiers=extract_identifiers(subject.text + "\n" + new_text.text),
+                        content_hash=content_hash(subject.text, new_text.text))
+    if work.app.config.raw_with_secrets == "drop":
+        work.raw.raw = without_body(work.raw.raw, work.secrets)
     return True
 
 
@@ -170,39 +190,57 @@ def schedule_replies(work: Work) -> bool:
     """A new ticket gets one answer: the acknowledgement, or the generic note for an unverified sender.
 
     A repeat gets at most one short "we already have this" per ticket and day; a reply in the thread and
-    any automatic mail get nothing. No address gets more automatic mail a day than the configured cap.
+    any automatic mail get nothing.
     """
     ticket, verification = _ticket(work), _verification(work)
     if work.automatic or (work.thread is not None and not work.thread.repeat):
         return True
     if work.thread is not None:
         day = work.raw.received_at.astimezone(work.app.calendar.zone).date().isoformat()
-        purpose, key, to_address = "repeat_notice", f"repeat_notice:{ticket.id}:{day}", ticket.customer_email
-        context: dict[str, object] = _common_context(work)
+        _queue_automatic(work, "repeat_notice", f"repeat_notice:{ticket.id}:{day}", ticket.customer_email,
+                         _common_context(work))
     elif verification.verified and verification.account is not None:
-        purpose, key, to_address = "ack", f"ack:{work.raw.message_id}", verification.account.email
-        context = _ack_context(work, verification.account)
+        _queue_automatic(work, "ack", f"ack:{work.raw.message_id}", verification.account.email,
+                         _ack_context(work, verification.account))
     else:
         # Same words whatever the reason, so the answer reveals nothing about the account directory.
-        purpose, key = "unverified", f"unverified:{work.raw.message_id}"
-        to_address, context = verification.address or _first_from(_mail(work)), _common_context(work)
+        _queue_automatic(work, "unverified", f"unverified:{work.raw.message_id}",
+                         verification.address or _first_from(_mail(work)), _common_context(work))
+    return True
+
+
+def warn_about_secrets(work: Work) -> bool:
+    """Whoever pasted a secret is told to treat it as exposed: move funds, change passwords, rotate keys."""
+    if work.secrets:
+        ticket = _ticket(work)
+        _event(work, ticket, "secrets_redacted", kinds=list(work.secrets),
+               raw=work.app.config.raw_with_secrets)
+        if not work.automatic:
+            to_address = _verification(work).address or _first_from(_mail(work))
+            _queue_automatic(work, "secret_warning", f"secret_warning:{work.raw.message_id}", to_address,
+                             {**_common_context(work), "kinds": kind_names(work.secrets, ticket.language)})
+    return True
+
+
+def _queue_automatic(work: Work, purpose: str, key: str, to_address: str, context: dict[str, object]) -> None:
+    """The one outbound policy for automatic mail: a usable address, once per key, under the daily cap."""
+    ticket = _ticket(work)
     if normalize_address(to_address) is None:
-        _event(work, ticket, "no_reply", reason="no usable sender address")
-        return True
+        _event(work, ticket, "no_reply", purpose=purpose, reason="no usable sender address")
+        return
     if work.session.scalar(select(Outbox.id).where(Outbox.idempotency_key == key)):
-        _event(work, ticket, "no_reply", reason=f"{purpose} already sent for this ticket today")
-        return True
+        _event(work, ticket, "no_reply", purpose=purpose, reason="already sent")
+        return
     if _automatic_replies_today(work, to_address) >= work.app.config.dedup.max_auto_replies_per_day:
-        _event(work, ticket, "no_reply", reason=f"automatic replies to {to_address} reached the daily cap")
-        return True
+        _event(work, ticket, "no_reply", purpose=purpose, reason=f"daily cap for {to_address} reached")
+        return
     row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose=purpose,
                          key=key, to_address=to_address, replying_to=_message(work), context=context)
     work.outbox.append(row)
     _event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
-    return True
 
 
-AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice")
+AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning")
 
 
 def _automatic_replies_today(work: Work, address: str) -> int:
@@ -232,6 +270,7 @@ def _ack_context(work: Work, account: AccountRef) -> dict[str, object]:
 # The whole flow. Adding a stage means one function above and one line here.
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("parse", parse_mail),
+    ("redact", redact_secrets),
     ("bounce", match_bounce),
     ("duplicate", skip_exact_duplicate),
     ("verify", verify),
@@ -242,6 +281,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("route", route_new_ticket),
     ("record", record),
     ("reply", schedule_replies),
+    ("warn", warn_about_secrets),
 )
 
 TRANSIENT = (OperationalError,)

@@ -211,3 +211,24 @@ def safe_display_name(name: str) -> str:
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     name = name.strip().lstrip(".")
     return name[:MAX_FILENAME] or "attachment"
+
+
+# Kept when a raw message must lose its body: what threading, deduplication and an audit need.
+KEPT_HEADERS = ("from", "to", "cc", "date", "message-id", "in-reply-to", "references", "reply-to", "sender",
+                "return-path", "auto-submitted", "authentication-results", "received")
+
+
+def without_body(raw: bytes, kinds: tuple[str, ...]) -> bytes:
+    """The raw mail reduced to its trace and address headers, for a mail that carried secrets."""
+    head = raw.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[0]
+    kept, keep = [], False
+    for line in head.splitlines():
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                kept.append(line)
+            continue
+        keep = line.split(b":", 1)[0].strip().lower().decode("ascii", "replace") in KEPT_HEADERS
+        if keep:
+            kept.append(line)
+    note = f"X-Supportd-Redacted: body and subject removed, they contained: {', '.join(kinds)}"
+    return b"\r\n".join([*kept, note.encode("ascii")]) + b"\r\n\r\n"

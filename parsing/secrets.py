@@ -1,0 +1,182 @@
+"""Secrets customers paste into support mail, found and replaced before anything is stored.
+
+Kinds: seed phrases (BIP-39, English and Chinese word lists from the `mnemonic` package), private keys
+(hex with key context, WIF, extended private keys), API secrets, passwords and 2FA codes. Each is
+replaced by `[REDACTED: kind]`.
+
+Precision matters as much as recall: a TxID is 64 hex characters too, Chinese prose is made of the very
+characters of the Chinese word list, and "I forgot my password" is no secret. So hex needs key words
+around it, a Chinese seed needs separators between its characters (as wallets display them) or seed
+words around it and a valid BIP-39 checksum, and a password needs an explicit "password: …".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+from mnemonic import Mnemonic
+
+MIN_SEED_WORDS = 12
+SEED_LENGTHS = (24, 21, 18, 15, 12)
+_CONTEXT_SPAN = 80
+
+_BASE58 = "1-9A-HJ-NP-Za-km-z"
+_KEY_CONTEXT = re.compile(r"(private\s*key|priv\s*key|privkey|secret\s*key|私钥|私鑰|秘钥|密钥|密鑰)", re.IGNORECASE)
+_SEED_CONTEXT = re.compile(r"(seed|mnemonic|recovery\s*phrase|secret\s*phrase|助记词|助記詞|种子|種子|恢复短语)",
+                           re.IGNORECASE)
+_HEX_KEY = re.compile(r"(?<![0-9A-Za-z])(?:0x)?[0-9a-fA-F]{64}(?![0-9A-Za-z])")
+_WIF = re.compile(rf"(?<![{_BASE58}])[5KL][{_BASE58}]{{50,51}}(?![{_BASE58}])")
+_XPRV = re.compile(rf"(?<![{_BASE58}])[xtyzuv]prv[{_BASE58}]{{100,112}}(?![{_BASE58}])")
+_API_SECRET = re.compile(
+    r"((?:api|secret)[ _-]?(?:secret|key)?[ _-]?secret|secret[ _-]?key|api[ _-]?secret|apisecret|密钥)"
+    r"(\s*(?:is|是|为|為)?\s*[:：=]?\s*)([A-Za-z0-9+/=_-]{20,128})", re.IGNORECASE)
+_PASSWORD = re.compile(
+    r"(password|passwd|pwd|pass\s*word|passcode|登录密码|登錄密碼|交易密码|资金密码|密码|密碼)"
+    r"(\s*(?:is|是|为|為)?\s*[:：=]\s*|\s+(?:is|是|为|為)\s+|\s*(?:是|为|為)\s*)(\S{4,64})", re.IGNORECASE)
+_TWO_FA = re.compile(r"(2fa|two[- ]factor|google\s*auth\w*|authenticator|otp|verification\s*code|security\s*code|"
+                     r"验证码|驗證碼|谷歌验证|動態碼|动态码)", re.IGNORECASE)
+_SIX_DIGITS = re.compile(r"(?<!\d)\d{6}(?!\d)")
+_LATIN_WORD = re.compile(r"[a-z]+")
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
+
+
+KIND_NAMES = {"zh": {"seed phrase": "助记词", "private key": "私钥", "API secret": "API 密钥", "password": "密码",
+                    "2FA code": "二次验证码"}}
+
+
+def kind_names(kinds: tuple[str, ...], language: str) -> list[str]:
+    names = KIND_NAMES.get(language, {})
+    return [names.get(kind, kind) for kind in kinds]
+
+
+@dataclass(frozen=True)
+class Redaction:
+    text: str
+    kinds: tuple[str, ...]  # what was found, in order, without repeats
+
+    @property
+    def found(self) -> bool:
+        return bool(self.kinds)
+
+
+@cache
+def _wordlist(language: str) -> frozenset[str]:
+    return frozenset(Mnemonic(language).wordlist)
+
+
+@cache
+def _checker(language: str) -> Mnemonic:
+    return Mnemonic(language)
+
+
+def redact(text: str) -> Redaction:
+    spans: list[tuple[int, int, str]] = []
+    spans += _english_seeds(text)
+    spans += _chinese_seeds(text)
+    spans += [(m.start(), m.end(), "private key") for m in _HEX_KEY.finditer(text) if _near(_KEY_CONTEXT, text, m)]
+    spans += [(m.start(), m.end(), "private key") for m in _WIF.finditer(text)]
+    spans += [(m.start(), m.end(), "private key") for m in _XPRV.finditer(text)]
+    spans += [(m.start(3), m.end(3), "API secret") for m in _API_SECRET.finditer(text)]
+    spans += [(m.start(3), m.end(3), "password") for m in _PASSWORD.finditer(text) if _looks_like_password(m)]
+    spans += [(m.start(), m.end(), "2FA code") for m in _SIX_DIGITS.finditer(text) if _near(_TWO_FA, text, m, 40)]
+    return _apply(text, spans)
+
+
+def _near(pattern: re.Pattern[str], text: str, match: re.Match[str], span: int = _CONTEXT_SPAN) -> bool:
+    return bool(pattern.search(text, max(0, match.start() - span), match.start()))
+
+
+def _looks_like_password(match: re.Match[str]) -> bool:
+    value, separator = match.group(3), match.group(2)
+    if any(ch in separator for ch in ":：="):
+        return True
+    # "my password is hunter2!" is one; "my password is not working" is not.
+    return any(ch.isdigit() for ch in value) or any(not ch.isalnum() for ch in value.rstrip(".,;!?。，"))
+
+
+def _english_seeds(text: str) -> list[tuple[int, int, str]]:
+    """Runs of at least twelve BIP-39 words; anything between them is digits, spaces or punctuation."""
+    words = _wordlist("english")
+    runs: list[list[re.Match[str]]] = [[]]
+    for match in _LATIN_WORD.finditer(text.lower()):
+        run = runs[-1]
+        if match.group() in words and (not run or not _has_letters(text[run[-1].end():match.start()])):
+            run.append(match)
+        else:
+            runs.append([match] if match.group() in words else [])
+    return [_seed_span(run, ("english",)) for run in runs if len(run) >= MIN_SEED_WORDS]
+
+
+def _chinese_seeds(text: str) -> list[tuple[int, int, str]]:
+    words = _wordlist("chinese_simplified") | _wordlist("chinese_traditional")
+    runs: list[list[re.Match[str]]] = [[]]
+    for match in _CJK_CHAR.finditer(text):
+        run = runs[-1]
+        if match.group() in words and (not run or _separated(text, run[-1], match)):
+            run.append(match)
+        else:
+            runs.append([match] if match.group() in words else [])
+    spans = [_seed_span(run, CHINESE) for run in runs if len(run) >= MIN_SEED_WORDS]
+    # Written without separators: only right after seed words, and only with a valid BIP-39 checksum.
+    for context in _SEED_CONTEXT.finditer(text):
+        chars = list(_CJK_CHAR.finditer(text, context.end(), context.end() + 40))
+        for offset in range(4):  # a few words such as 是 or 为 may come first
+            window = _valid_window(chars[offset:offset + max(SEED_LENGTHS)], CHINESE, anchored=True)
+            if window:
+                spans.append((window[0].start(), window[-1].end(), "seed phrase"))
+                break
+    return spans
+
+
+CHINESE = ("chinese_simplified", "chinese_traditional")
+
+
+def _seed_span(run: list[re.Match[str]], languages: tuple[str, ...]) -> tuple[int, int, str]:
+    """The checksum-valid phrase inside a run if there is one (so neighbouring words stay), else the run."""
+    window = _valid_window(run, languages, anchored=False) or run
+    return window[0].start(), window[-1].end(), "seed phrase"
+
+
+def _valid_window(run: list[re.Match[str]], languages: tuple[str, ...], *,
+                  anchored: bool) -> list[re.Match[str]] | None:
+    starts = [0] if anchored else range(len(run))
+    for length in SEED_LENGTHS:
+        for start in starts:
+            window = run[start:start + length]
+            phrase = " ".join(m.group().lower() for m in window)
+            if len(window) == length and any(_checker(lang).check(phrase) for lang in languages):
+                return window
+    return None
+
+
+def _has_letters(gap: str) -> bool:
+    return any(ch.isalpha() for ch in gap)
+
+
+_LIST_SEPARATOR = re.compile(r"^[\s,，、;；.。\d]{1,4}$")
+
+
+def _separated(text: str, previous: re.Match[str], current: re.Match[str]) -> bool:
+    """Seed characters as wallets show them: spaces, commas or numbers between, never a colon or prose."""
+    gap = text[previous.end():current.start()]
+    return bool(_LIST_SEPARATOR.match(gap)) and any(ch.isspace() or ch in ",，、" for ch in gap)
+
+
+def _apply(text: str, spans: list[tuple[int, int, str]]) -> Redaction:
+    if not spans:
+        return Redaction(text, ())
+    merged: list[tuple[int, int, str]] = []
+    for start, end, kind in sorted(spans):
+        if merged and start < merged[-1][1]:
+            last = merged[-1]
+            merged[-1] = (last[0], max(last[1], end), last[2])
+        else:
+            merged.append((start, end, kind))
+    out, cursor = [], 0
+    for start, end, kind in merged:
+        out += [text[cursor:start], f"[REDACTED: {kind}]"]
+        cursor = end
+    out.append(text[cursor:])
+    return Redaction("".join(out), tuple(dict.fromkeys(kind for _, _, kind in merged)))
