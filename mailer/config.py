@@ -91,6 +91,7 @@ class QueueConfig:
     title: dict[str, str]
     specialists: tuple[str, ...] = ()
     lead: str | None = None
+    auth_policy: str = "none"  # none | aligned | dmarc: what our MTA must report for a sender to count as verified
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,12 @@ class SlaConfig:
 
 
 @dataclass(frozen=True)
+class TrustConfig:
+    authserv_id: str
+    received_hops: int = 0
+
+
+@dataclass(frozen=True)
 class DedupConfig:
     window_days: float = 7.0
     similarity: float = 0.30
@@ -142,6 +149,7 @@ class Config:
     calendar: CalendarConfig = CalendarConfig()
     sla: SlaConfig = SlaConfig()
     dedup: DedupConfig = DedupConfig()
+    trust: TrustConfig | None = None  # without it, sender authentication is not checked
     templates_dir: Path | None = None
     storage_dir: Path = Path("supportd-data")
     default_language: str = "en"
@@ -335,7 +343,8 @@ def _queues(section: _Section) -> dict[str, QueueConfig]:
         sub = section.table(name)
         title = {lang: sub.str(f"title_{lang}", name) for lang in ("en", "zh")}
         queues[name] = QueueConfig(name=name, title=title, specialists=sub.strings("specialists"),
-                                   lead=sub.str("lead"))
+                                   lead=sub.str("lead"),
+                                   auth_policy=sub.choice("auth_policy", ("none", "aligned", "dmarc"), "none"))
         sub.done()
     return queues
 
@@ -421,6 +430,15 @@ def _dedup(section: _Section) -> DedupConfig:
     return dedup
 
 
+def _trust(section: _Section) -> TrustConfig | None:
+    if not section.data:
+        return None
+    trust = TrustConfig(authserv_id=section.str("authserv_id", required=True).lower(),
+                        received_hops=section.int("received_hops", 0, minimum=0))
+    section.done()
+    return trust
+
+
 def default_routing() -> dict[str, Any]:
     """The shipped queues and rules (routing/default_rules.toml), used when the config names none."""
     text = resources.files("routing").joinpath("default_rules.toml").read_text(encoding="utf-8")
@@ -485,6 +503,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         calendar=_calendar(top.table("calendar")),
         sla=_sla(top.table("sla")),
         dedup=_dedup(top.table("dedup")),
+        trust=_trust(top.table("trust")),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,
         default_language=desk.choice("language", ("en", "zh"), "en"),

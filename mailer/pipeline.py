@@ -1,7 +1,7 @@
 """The flow of one stored mail, stage by stage, in one database transaction.
 
-    parse -> redact -> bounce -> duplicate -> verify -> screen -> thread -> repeat -> automatic -> route
-          -> record -> reply -> warn
+    parse -> redact -> bounce -> duplicate -> verify -> screen -> thread -> route -> authenticate -> repeat
+          -> automatic -> record -> reply -> warn
 
 Each stage takes the `Work` and returns True to go on or False when the mail is fully handled. The
 decisions live in parsing/ and routing/; this module only strings them together and writes the ledger.
@@ -30,10 +30,11 @@ from parsing.identifiers import extract_identifiers
 from parsing.message import ParsedMail, parse, without_body
 from parsing.normalize import content_hash
 from parsing.secrets import kind_names, redact
+from routing.authresults import evaluate
 from routing.autoreply import automatic_reason
 from routing.dedup import ThreadMatch, find_exact_duplicate, find_repeat, find_thread
 from routing.rules import RouteDecision
-from routing.verify import AccountRef, Verification, normalize_address, verify_sender
+from routing.verify import SPOOFED, VERIFIED, AccountRef, Verification, normalize_address, verify_sender
 from sla.calendar import parse_duration
 from sla.clock import due_dates, format_local
 
@@ -149,9 +150,30 @@ def drop_unthreaded_automatic(work: Work) -> bool:
     return True
 
 
-def route_new_ticket(work: Work) -> bool:
-    if work.thread is None:
-        work.route = work.app.router.route(_mail(work), _verification(work).address)
+def route(work: Work) -> bool:
+    """Routed even when threaded: the queue's policy decides how much authentication the sender needs."""
+    work.route = work.app.router.route(_mail(work), _verification(work).address)
+    return True
+
+
+def authenticate(work: Work) -> bool:
+    """A registered address counts only if our MTA's report meets the queue's policy; otherwise spoofed."""
+    trust, verification = work.app.config.trust, _verification(work)
+    if trust is None or verification.status != VERIFIED or verification.address is None:
+        return True
+    auth = evaluate(_mail(work).trace, trust.authserv_id, trust.received_hops)
+    queue = work.thread.ticket.queue if work.thread is not None else _route(work).queue
+    policy = work.app.config.queues[queue].auth_policy
+    domain = verification.address.rpartition("@")[2]
+    if auth.dmarc == "fail" or not auth.meets(policy, domain):
+        work.verification = Verification(SPOOFED, verification.address, None, evidence={
+            "reason": f"our MTA's report does not meet the {policy!r} policy of queue {queue!r}",
+            "authentication": auth.evidence})
+        if work.thread is not None and work.thread.by_tag:
+            work.thread = None  # a forged sender cannot write into a ticket by quoting its number
+    else:
+        work.verification = replace(verification, evidence={**verification.evidence, "policy": policy,
+                                                            "authentication": auth.evidence})
     return True
 
 
@@ -195,6 +217,10 @@ def schedule_replies(work: Work) -> bool:
     ticket, verification = _ticket(work), _verification(work)
     if work.automatic or (work.thread is not None and not work.thread.repeat):
         return True
+    if verification.status == SPOOFED:
+        # Answering would mail the real owner of the address, who did not write.
+        _event(work, ticket, "no_reply", reason="sender authentication failed: not answering a forged sender")
+        return True
     if work.thread is not None:
         day = work.raw.received_at.astimezone(work.app.calendar.zone).date().isoformat()
         _queue_automatic(work, "repeat_notice", f"repeat_notice:{ticket.id}:{day}", ticket.customer_email,
@@ -215,7 +241,7 @@ def warn_about_secrets(work: Work) -> bool:
         ticket = _ticket(work)
         _event(work, ticket, "secrets_redacted", kinds=list(work.secrets),
                raw=work.app.config.raw_with_secrets)
-        if not work.automatic:
+        if not work.automatic and _verification(work).status != SPOOFED:
             to_address = _verification(work).address or _first_from(_mail(work))
             _queue_automatic(work, "secret_warning", f"secret_warning:{work.raw.message_id}", to_address,
                              {**_common_context(work), "kinds": kind_names(work.secrets, ticket.language)})
@@ -276,9 +302,10 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("verify", verify),
     ("screen", screen_automatic),
     ("thread", find_ticket),
+    ("route", route),
+    ("authenticate", authenticate),
     ("repeat", find_repeated_complaint),
     ("automatic", drop_unthreaded_automatic),
-    ("route", route_new_ticket),
     ("record", record),
     ("reply", schedule_replies),
     ("warn", warn_about_secrets),
@@ -359,8 +386,7 @@ def _quarantine_alone(app: App, raw_id: int) -> Result:
 
 
 def _new_ticket(work: Work) -> Ticket:
-    mail, verification, route, app = _mail(work), _verification(work), work.route, work.app
-    assert route is not None
+    mail, verification, route, app = _mail(work), _verification(work), _route(work), work.app
     account = verification.account if verification.verified else None
     arrived = work.raw.received_at
     due = due_dates(app.calendar, app.config.sla, arrived)
@@ -411,6 +437,11 @@ def _verification(work: Work) -> Verification:
 def _ticket(work: Work) -> Ticket:
     assert work.ticket is not None, "stage order: record comes before this stage"
     return work.ticket
+
+
+def _route(work: Work) -> RouteDecision:
+    assert work.route is not None, "stage order: route comes before this stage"
+    return work.route
 
 
 def _message(work: Work) -> TicketMessage:

@@ -55,8 +55,9 @@ def text_mail(from_: str, subject: str, body: str, message_id: str, charset: str
               extra: str = "") -> bytes:
     head = _headers(from_, subject, message_id, extra)
     payload = base64.encodebytes(body.encode(charset)).decode("ascii").replace("\n", "\r\n")
+    # UTF-8 headers as SMTPUTF8 mail has them (internationalized addresses); plain ASCII otherwise.
     return (head + f"Content-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-            + payload).encode("ascii")
+            + payload).encode("utf-8")
 
 
 def html_mail(from_: str, subject: str, html: str, message_id: str) -> bytes:

@@ -72,6 +72,7 @@ class ParsedMail:
     has_html: bool
     attachments: tuple[ParsedAttachment, ...]
     headers: dict[str, tuple[str, ...]]  # lower-case name -> decoded values, in order
+    trace: tuple[tuple[str, str], ...]  # Received and Authentication-Results, top first, in their own order
     defects: tuple[str, ...]
     language: str
     identifiers: Identifiers
@@ -118,6 +119,8 @@ def parse(raw: bytes) -> ParsedMail:
         has_html=bool(html),
         attachments=_attachments(mail),
         headers=_headers(message),
+        trace=tuple((name.lower(), decode_header_value(value)) for name, value in message.items()
+                    if name.lower() in ("received", "authentication-results")),
         defects=tuple(defects),
         language=detect_language(subject, new_text),
         identifiers=extract_identifiers(subject + "\n" + new_text),

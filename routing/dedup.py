@@ -38,6 +38,7 @@ class ThreadMatch:
     ticket: Ticket
     reason: str
     repeat: bool = False  # a re-sent complaint rather than a reply in the thread
+    by_tag: bool = False  # joined by its [#123] subject tag, which only an authenticated customer may use
 
 
 FINISHED = ("done", "duplicate", "automatic", "bounce")
@@ -71,7 +72,8 @@ def find_thread(session: Session, mail: ParsedMail, customer: str | None) -> Thr
         for number in TICKET_TAG.findall(mail.subject):
             ticket = session.get(Ticket, int(number))
             if ticket is not None and ticket.customer_email == customer:
-                return ThreadMatch(ticket, f"subject carries [#{number}] and the sender is its customer")
+                return ThreadMatch(ticket, f"subject carries [#{number}] and the sender is its customer",
+                                   by_tag=True)
     return None
 
 
