@@ -17,6 +17,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from parsing.attachments import Limits as AttachmentLimits
+
 DONE_ACTIONS = ("seen", "flagged", "move", "none")
 PRIORITIES = ("low", "normal", "high", "urgent")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -157,6 +159,7 @@ class Config:
     once_timeout: float = 300.0
     max_message_bytes: int = 50 * 1024 * 1024
     raw_with_secrets: str = "drop"  # drop: keep only headers of a raw mail that held secrets | keep
+    attachments: AttachmentLimits = field(default_factory=AttachmentLimits)
 
     @property
     def support_address(self) -> str:
@@ -430,6 +433,20 @@ def _dedup(section: _Section) -> DedupConfig:
     return dedup
 
 
+def _attachments(section: _Section) -> AttachmentLimits:
+    mb = 1024 * 1024
+    limits = AttachmentLimits(
+        max_bytes=int(section.number("max_mb", 25, minimum=0.001) * mb),
+        max_count=section.int("max_count", 20, minimum=0),
+        archive_depth=section.int("archive_depth", 2, minimum=1),
+        archive_entries=section.int("archive_entries", 1000, minimum=1),
+        archive_total=int(section.number("archive_total_mb", 100, minimum=0.001) * mb),
+        archive_ratio=section.int("archive_ratio", 100, minimum=2),
+    )
+    section.done()
+    return limits
+
+
 def _trust(section: _Section) -> TrustConfig | None:
     if not section.data:
         return None
@@ -504,6 +521,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         sla=_sla(top.table("sla")),
         dedup=_dedup(top.table("dedup")),
         trust=_trust(top.table("trust")),
+        attachments=_attachments(top.table("attachments")),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,
         default_language=desk.choice("language", ("en", "zh"), "en"),

@@ -155,7 +155,9 @@ class Attachment(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("ticket_messages.id"), index=True)
     filename: Mapped[str] = mapped_column(String(255))  # display only; never a path
-    content_type: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))  # from the content (parsing.attachments.sniff)
+    declared_type: Mapped[str | None] = mapped_column(String(255))  # what the sender claimed
+    refused_reason: Mapped[str | None] = mapped_column(String(300))  # set: content was not stored
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
 

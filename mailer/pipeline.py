@@ -1,7 +1,7 @@
 """The flow of one stored mail, stage by stage, in one database transaction.
 
     parse -> redact -> bounce -> duplicate -> verify -> screen -> thread -> route -> authenticate -> repeat
-          -> automatic -> record -> reply -> warn
+          -> automatic -> record -> reply -> warn -> refused
 
 Each stage takes the `Work` and returns True to go on or False when the mail is fully handled. The
 decisions live in parsing/ and routing/; this module only strings them together and writes the ledger.
@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from mailer.app import App
 from mailer.compose import schedule_reply
 from mailer.db import Account, Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from parsing.attachments import judge
 from parsing.identifiers import extract_identifiers
 from parsing.message import ParsedMail, parse, without_body
 from parsing.normalize import content_hash
@@ -55,6 +56,7 @@ class Work:
     message: TicketMessage | None = None
     outbox: list[Outbox] = field(default_factory=list)
     secrets: tuple[str, ...] = ()  # kinds of secret found and redacted (never the values)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # attachments not stored: (name, reason)
     outcome: str = "done"
 
 
@@ -195,10 +197,18 @@ def record(work: Work) -> bool:
         content_hash=mail.content_hash,
         from_address=verification.address or _first_from(mail), subject=mail.subject[:2000], body=mail.new_text)
     work.session.add(message)
-    for part in mail.attachments:
-        work.app.store.put(part.content)
-        message.attachments.append(Attachment(filename=part.filename, content_type=part.content_type,
-                                              size=part.size, sha256=part.sha256))
+    limits = work.app.config.attachments
+    for index, part in enumerate(mail.attachments):
+        verdict = judge(part.filename, part.content, limits)
+        refused = verdict.refused or (f"more than {limits.max_count} attachments" if index >= limits.max_count
+                                      else None)
+        if refused is None:
+            work.app.store.put(part.content)
+        else:
+            work.refused.append((part.filename, refused))
+        message.attachments.append(Attachment(filename=part.filename, content_type=verdict.detected_type,
+                                              declared_type=part.content_type, size=part.size, sha256=part.sha256,
+                                              refused_reason=refused))
     work.raw.ticket_id = ticket.id
     if work.thread is not None:
         _event(work, ticket, "repeat" if repeat else "message", reason=work.thread.reason,
@@ -248,6 +258,18 @@ def warn_about_secrets(work: Work) -> bool:
     return True
 
 
+def tell_about_refused_attachments(work: Work) -> bool:
+    """The mail is a ticket all the same; the sender learns which files were not taken, and why."""
+    if work.refused:
+        ticket = _ticket(work)
+        _event(work, ticket, "attachments_refused", files=[{"name": n, "reason": r} for n, r in work.refused])
+        if not work.automatic and _verification(work).status != SPOOFED:
+            to_address = _verification(work).address or _first_from(_mail(work))
+            _queue_automatic(work, "attachment_refused", f"attachment_refused:{work.raw.message_id}", to_address,
+                             {**_common_context(work), "files": work.refused})
+    return True
+
+
 def _queue_automatic(work: Work, purpose: str, key: str, to_address: str, context: dict[str, object]) -> None:
     """The one outbound policy for automatic mail: a usable address, once per key, under the daily cap."""
     ticket = _ticket(work)
@@ -266,7 +288,7 @@ def _queue_automatic(work: Work, purpose: str, key: str, to_address: str, contex
     _event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
 
 
-AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning")
+AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning", "attachment_refused")
 
 
 def _automatic_replies_today(work: Work, address: str) -> int:
@@ -309,6 +331,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("record", record),
     ("reply", schedule_replies),
     ("warn", warn_about_secrets),
+    ("refused", tell_about_refused_attachments),
 )
 
 TRANSIENT = (OperationalError,)
