@@ -8,6 +8,7 @@ from functools import cached_property
 
 from mailer.compose import Sender
 from mailer.config import Config
+from mailer.crypto import Sealer
 from mailer.db import Database
 from mailer.smtp import SmtpClient
 from mailer.store import ContentStore
@@ -38,8 +39,12 @@ class App:
         return Renderer(self.config.templates_dir)
 
     @cached_property
+    def sealer(self) -> Sealer:
+        return Sealer.from_env(self.config.encryption_keys_env)
+
+    @cached_property
     def store(self) -> ContentStore:
-        return ContentStore(self.config.storage_dir / "attachments")
+        return ContentStore(self.config.storage_dir / "attachments", self.sealer)
 
     @cached_property
     def smtp(self) -> SmtpClient:

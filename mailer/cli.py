@@ -203,6 +203,38 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_storage_new_key(args: argparse.Namespace) -> int:
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode())
+    return EXIT_OK
+
+
+def cmd_storage_rotate(args: argparse.Namespace) -> int:
+    """Re-encrypt raw mail and attachment files under the first key (or encrypt what was stored plain)."""
+    from mailer.db import RawMessage
+
+    app = _app(args)
+    if not app.sealer.enabled:
+        raise UserError(f"{app.config.source}: encryption.keys_env: not configured; nothing to rotate to")
+    rows = files = 0
+    with app.db.reading() as session:
+        ids = list(session.scalars(select(RawMessage.id).order_by(RawMessage.id)))
+    for start in range(0, len(ids), 200):
+        with app.db.session() as session:
+            for raw in session.scalars(select(RawMessage).where(RawMessage.id.in_(ids[start:start + 200]))):
+                raw.raw = app.sealer.reseal(raw.raw)
+                rows += 1
+    for path in app.store.paths():
+        temporary = path.with_name(f".rotate-{path.name}")
+        temporary.write_bytes(app.sealer.reseal(path.read_bytes()))
+        temporary.replace(path)
+        files += 1
+    app.close()
+    print(f"re-encrypted {rows} raw mails and {files} attachment files under the first key")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mailer.demo import run_demo
 
@@ -243,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing = command("list", cmd_tickets_list, "list tickets", parent=tickets)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.add_argument("--status", choices=["open", "pending", "closed"])
+
+    storage = sub.add_parser("storage", help="encryption at rest").add_subparsers(dest="sub", required=True)
+    command("new-key", cmd_storage_new_key, "print a new encryption key", parent=storage, config=False)
+    command("rotate", cmd_storage_rotate, "re-encrypt stored mail and files under the first key", parent=storage)
 
     quarantine = sub.add_parser("quarantine", help="mails that could not be processed").add_subparsers(
         dest="sub", required=True)

@@ -160,6 +160,7 @@ class Config:
     max_message_bytes: int = 50 * 1024 * 1024
     raw_with_secrets: str = "drop"  # drop: keep only headers of a raw mail that held secrets | keep
     attachments: AttachmentLimits = field(default_factory=AttachmentLimits)
+    encryption_keys_env: str | None = None  # names the variable holding Fernet keys, newest first
 
     @property
     def support_address(self) -> str:
@@ -447,6 +448,18 @@ def _attachments(section: _Section) -> AttachmentLimits:
     return limits
 
 
+def _encryption(section: _Section) -> str | None:
+    from mailer.crypto import check_keys
+
+    variable = section.str("keys_env")
+    if variable is not None:
+        problem = check_keys(variable)
+        if problem:
+            raise section.fail("keys_env", problem)
+    section.done()
+    return variable
+
+
 def _trust(section: _Section) -> TrustConfig | None:
     if not section.data:
         return None
@@ -522,6 +535,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         dedup=_dedup(top.table("dedup")),
         trust=_trust(top.table("trust")),
         attachments=_attachments(top.table("attachments")),
+        encryption_keys_env=_encryption(top.table("encryption")),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,
         default_language=desk.choice("language", ("en", "zh"), "en"),

@@ -47,8 +47,8 @@ class Daemon:
         self.workers = Workers(app)
         self.holder = lease.new_holder()
         self.stop_event = threading.Event()
-        self.intakes = [MailboxIntake(app.db, mb, app.config.max_message_bytes, self.workers.enqueue_process)
-                        for mb in app.config.mailboxes]
+        self.intakes = [MailboxIntake(app.db, mb, app.config.max_message_bytes, self.workers.enqueue_process,
+                                      app.sealer) for mb in app.config.mailboxes]
 
     # --- shared start and stop -------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from imapclient.imapclient import SocketTimeout
 from sqlalchemy import select, update
 
 from mailer.config import MailboxConfig
+from mailer.crypto import Sealer
 from mailer.db import Checkpoint, Database, RawMessage, utcnow
 from parsing.message import message_id_or_derived
 
@@ -64,9 +65,10 @@ def connect(config: MailboxConfig) -> IMAPClient:
 
 class MailboxIntake:
     def __init__(self, db: Database, config: MailboxConfig, max_message_bytes: int,
-                 on_stored: Callable[[list[int]], None]) -> None:
+                 on_stored: Callable[[list[int]], None], sealer: Sealer | None = None) -> None:
         self.db, self.config, self.max_message_bytes = db, config, max_message_bytes
         self.on_stored = on_stored
+        self.sealer = sealer or Sealer([])
         self.uidvalidity: int | None = None
 
     # --- fetching -------------------------------------------------------------------------------
@@ -112,7 +114,7 @@ class MailboxIntake:
             header_value = None
         message_id, _ = message_id_or_derived(header_value, sha)
         return RawMessage(mailbox=self.config.name, uidvalidity=0, uid=uid, message_id=message_id, sha256=sha,
-                          size=len(raw), raw=raw, received_at=utcnow())
+                          size=len(raw), raw=self.sealer.seal(raw), received_at=utcnow())
 
     def _checkpoint(self, uidvalidity: int) -> int:
         with self.db.session() as session:

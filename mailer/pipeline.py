@@ -66,7 +66,7 @@ Stage = Callable[[Work], bool]
 def parse_mail(work: Work) -> bool:
     if work.raw.size > work.app.config.max_message_bytes:
         raise ValueError(f"message of {work.raw.size} bytes exceeds max_message_bytes")
-    work.mail = parse(work.raw.raw)
+    work.mail = parse(work.app.sealer.open(work.raw.raw))
     return True
 
 
@@ -81,7 +81,7 @@ def redact_secrets(work: Work) -> bool:
                         identifiers=extract_identifiers(subject.text + "\n" + new_text.text),
                         content_hash=content_hash(subject.text, new_text.text))
     if work.app.config.raw_with_secrets == "drop":
-        work.raw.raw = without_body(work.raw.raw, work.secrets)
+        work.raw.raw = work.app.sealer.seal(without_body(work.app.sealer.open(work.raw.raw), work.secrets))
     return True
 
 

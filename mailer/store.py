@@ -11,10 +11,15 @@ import os
 import tempfile
 from pathlib import Path
 
+from mailer.crypto import Sealer
+
 
 class ContentStore:
-    def __init__(self, root: Path) -> None:
+    """Addressed by the SHA-256 of the plain content; what is on disk is sealed when encryption is on."""
+
+    def __init__(self, root: Path, sealer: Sealer | None = None) -> None:
         self.root = root
+        self.sealer = sealer or Sealer([])
 
     def path_for(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -30,7 +35,7 @@ class ContentStore:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(content)
+                fh.write(self.sealer.seal(content))
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -38,4 +43,7 @@ class ContentStore:
         return sha256
 
     def get(self, sha256: str) -> bytes:
-        return self.path_for(sha256).read_bytes()
+        return self.sealer.open(self.path_for(sha256).read_bytes())
+
+    def paths(self) -> list[Path]:
+        return [p for p in self.root.rglob("*") if p.is_file() and not p.name.startswith(".")]
