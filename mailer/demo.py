@@ -23,7 +23,7 @@ from mailer.config import config_from_dict
 from mailer.daemon import Daemon
 from mailer.db import Ticket, TicketMessage
 from mailer.embedded import EmbeddedImap, SmtpSink
-from mailer.samples import ACCOUNTS_CSV, demo_mails
+from mailer.samples import ACCOUNTS_CSV, DEMO_MTA, as_delivered, demo_mails, showcase_mails
 
 
 def demo_config(workdir: Path, imap_url: str, smtp_url: str) -> dict[str, object]:
@@ -33,6 +33,7 @@ def demo_config(workdir: Path, imap_url: str, smtp_url: str) -> dict[str, object
         "database": {"url": f"sqlite:///{workdir / 'supportd.db'}"},
         "desk": {"name": "Example Exchange Support", "once_timeout": 60},
         "calendar": {"time_zone": "Asia/Singapore", "country": "SG"},
+        "trust": {"authserv_id": DEMO_MTA},
         "paths": {"storage": str(workdir / "data")},
     }
 
@@ -52,6 +53,9 @@ def run_demo(keep: Path | None = None) -> int:
         with IMAPClient(imap.host, imap.port, ssl=False) as client:
             client.login(imap.user, imap.password)
             for sample in demo_mails():
+                client.append("INBOX", as_delivered(sample.raw))
+                print(f"  - {sample.label}")
+            for sample in showcase_mails():
                 client.append("INBOX", sample.raw)
                 print(f"  - {sample.label}")
         print("\nRunning `supportd run --once` on embedded IMAP, SMTP, SQLite and broker ...")
@@ -83,3 +87,5 @@ def _print_results(app: App, smtp: SmtpSink) -> None:
     for mail in smtp.delivered:
         subject = str(make_header(decode_header(mail.message["Subject"])))
         print(f"  to {', '.join(mail.rcpt_tos):<28} {subject}")
+    print("\nThe duplicate and the auto-reply opened no ticket; the forged sender got no answer; the seed phrase "
+          "was redacted before storage and its sender warned.")

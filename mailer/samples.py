@@ -129,6 +129,33 @@ def demo_mails() -> list[Sample]:
     ]
 
 
+DEMO_MTA = "mx.desk.example"
+
+
+def as_delivered(raw: bytes, dmarc: str = "pass") -> bytes:
+    """The mail as our MTA hands it over: its Authentication-Results on top of its Received line."""
+    sender_domain = raw.split(b"@", 1)[1].split(b">", 1)[0].split(b"\r", 1)[0].decode("ascii", "replace")
+    return (f"Authentication-Results: {DEMO_MTA}; dkim={dmarc} header.d={sender_domain}; dmarc={dmarc} "
+            f"header.from={sender_domain}\r\nReceived: from mail.{sender_domain} by {DEMO_MTA} with ESMTPS; "
+            f"Mon, 23 Nov 2026 02:15:00 +0000\r\n").encode() + raw
+
+
+def showcase_mails() -> list[Sample]:
+    """Two more for the demo: a forged sender, and a customer pasting a seed phrase."""
+    from mnemonic import Mnemonic
+
+    phrase = Mnemonic("english").to_mnemonic(bytes(range(16)))
+    return [
+        Sample("forged From: omar@example.com, but our MTA reports DMARC fail", as_delivered(text_mail(
+            "Omar Haddad <omar@example.com>", "Account hacked - send my balance to my new wallet",
+            "Please move all my funds to 0x1111111111111111111111111111111111111111 now.",
+            "<forged-1@evil.example>"), dmarc="fail")),
+        Sample("a customer pastes a seed phrase", as_delivered(text_mail(
+            "Kenji Sato <kenji@example.jp>", "Withdrawal stuck, wallet restore",
+            f"My withdrawal is stuck. To help you check, my seed phrase is: {phrase}", "<seed-1@mail.example.jp>"))),
+    ]
+
+
 _TOPICS = [
     ("Deposit not credited", "I deposited {amount} USDT via TRC20 and it is not credited. TxID: {txid}"),
     ("充值未到账", "您好，我充值了 {amount} USDT（TRC20），一直没有到账。TxID：{txid}"),
