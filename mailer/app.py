@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -55,6 +57,19 @@ class App:
         # The loop token names this desk; another supportd (or this one) seeing it knows the mail is ours.
         token = hashlib.sha256(self.config.support_address.lower().encode()).hexdigest()[:16]
         return Sender(self.config.support_address, self.config.smtp.from_name, token)
+
+    @cached_property
+    def secret(self) -> bytes:
+        """The key of ticket-address tokens: from the environment if named, else a file made on first use."""
+        if self.config.secret_env:
+            return os.environ[self.config.secret_env].encode()
+        path = self.config.storage_dir / "ticket-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
 
     def close(self) -> None:
         if "smtp" in self.__dict__:

@@ -161,6 +161,7 @@ class Config:
     raw_with_secrets: str = "drop"  # drop: keep only headers of a raw mail that held secrets | keep
     attachments: AttachmentLimits = field(default_factory=AttachmentLimits)
     encryption_keys_env: str | None = None  # names the variable holding Fernet keys, newest first
+    secret_env: str | None = None  # names the variable holding the ticket-address secret
 
     @property
     def support_address(self) -> str:
@@ -448,6 +449,13 @@ def _attachments(section: _Section) -> AttachmentLimits:
     return limits
 
 
+def _secret_env(section: _Section) -> str | None:
+    variable = section.str("secret_env")
+    if variable is not None and len(os.environ.get(variable, "")) < 16:
+        raise section.fail("secret_env", f"environment variable {variable} must hold at least 16 characters")
+    return variable
+
+
 def _encryption(section: _Section) -> str | None:
     from mailer.crypto import check_keys
 
@@ -543,6 +551,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         once_timeout=desk.number("once_timeout", 300.0, minimum=1),
         max_message_bytes=desk.int("max_message_bytes", 50 * 1024 * 1024, minimum=1024),
         raw_with_secrets=desk.choice("raw_with_secrets", ("drop", "keep"), "drop"),
+        secret_env=_secret_env(desk),
     )
     desk.done()
     if config.templates_dir and not config.templates_dir.is_dir():

@@ -1,7 +1,7 @@
 """The flow of one stored mail, stage by stage, in one database transaction.
 
-    parse -> redact -> bounce -> duplicate -> verify -> screen -> thread -> route -> authenticate -> repeat
-          -> automatic -> record -> reply -> warn -> refused
+    parse -> redact -> bounce -> duplicate -> gateway -> verify -> screen -> thread -> route -> authenticate
+          -> repeat -> automatic -> record -> reply -> warn -> refused -> forward
 
 Each stage takes the `Work` and returns True to go on or False when the mail is fully handled. The
 decisions live in parsing/ and routing/; this module only strings them together and writes the ledger.
@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailer.app import App
-from mailer.compose import schedule_reply
+from mailer.compose import OutgoingFile, schedule_reply
 from mailer.db import Account, Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
 from parsing.attachments import judge
 from parsing.identifiers import extract_identifiers
@@ -35,6 +35,7 @@ from routing.authresults import evaluate
 from routing.autoreply import automatic_reason
 from routing.dedup import ThreadMatch, find_exact_duplicate, find_repeat, find_thread
 from routing.rules import RouteDecision
+from routing.specialists import SpecialistReply, find_ticket_address, parse_reply, ticket_address
 from routing.verify import SPOOFED, VERIFIED, AccountRef, Verification, normalize_address, verify_sender
 from sla.calendar import parse_duration
 from sla.clock import due_dates, format_local
@@ -57,6 +58,7 @@ class Work:
     outbox: list[Outbox] = field(default_factory=list)
     secrets: tuple[str, ...] = ()  # kinds of secret found and redacted (never the values)
     refused: list[tuple[str, str]] = field(default_factory=list)  # attachments not stored: (name, reason)
+    reopened: bool = False
     outcome: str = "done"
 
 
@@ -117,6 +119,166 @@ def skip_exact_duplicate(work: Work) -> bool:
         _event(work, existing.ticket, "duplicate", reason=reason, mailbox=work.raw.mailbox, uid=work.raw.uid)
     work.outcome = "duplicate"
     return False
+
+
+def handle_specialist_reply(work: Work) -> bool:
+    """A mail to a ticket address is a specialist's answer: checked, its commands applied, relayed.
+
+    Refused (wrong token, not a specialist of the queue, failed authentication): quarantined with the
+    reason, and the queue's lead is told. Unknown commands: nothing is applied or relayed, and the
+    specialist gets the reason back.
+    """
+    mail, app = _mail(work), work.app
+    recipients = [a.address for a in mail.to] + [v for n in ("delivered-to", "x-original-to")
+                                                 for v in mail.headers.get(n, ())]
+    found = find_ticket_address(recipients, app.config.support_address, app.secret)
+    if found is None:
+        return True
+    sender = normalize_address(_first_from(mail)) or ""
+    ticket = work.session.get(Ticket, found.ticket_id)
+    problem = _gateway_problem(work, found.token_valid, ticket, sender)
+    if problem or ticket is None:
+        work.outcome, work.raw.stage, work.raw.error = "quarantined", "gateway", problem
+        if ticket is not None:
+            work.ticket, work.raw.ticket_id = ticket, ticket.id
+            _record_inbound(work, ticket, "refused", sender)
+            _event(work, ticket, "reply_refused", sender=sender, reason=problem)
+            _tell_queue_lead(work, ticket, sender, problem or "")
+        return False
+    work.ticket, work.raw.ticket_id = ticket, ticket.id
+    reply = parse_reply(mail.new_text, tuple(app.config.queues))
+    message = _record_inbound(work, ticket, "specialist", sender)
+    if reply.errors:
+        _event(work, ticket, "commands_refused", actor=sender, errors=list(reply.errors))
+        _queue_internal(work, "command_error", sender, {"errors": list(reply.errors)})
+        return False
+    _apply_commands(work, ticket, reply, sender)
+    if reply.internal:
+        _event(work, ticket, "note", actor=sender, text=reply.text[:20_000])
+    elif reply.text:
+        _relay(work, ticket, reply.text, sender, message)
+    if any(c.name == "close" for c in reply.commands):
+        ticket.status, ticket.closed_at = "closed", utcnow()
+        _event(work, ticket, "closed", actor=sender)
+    return False
+
+
+def _gateway_problem(work: Work, token_valid: bool, ticket: Ticket | None, sender: str) -> str | None:
+    if not token_valid:
+        return "the ticket address carries a wrong token"
+    if ticket is None:
+        return "no such ticket"
+    queue = work.app.config.queues[ticket.queue]
+    if sender not in {a.lower() for a in (*queue.specialists, queue.lead or "")}:
+        return f"{sender or 'the sender'} is not a specialist of queue {ticket.queue!r}"
+    trust = work.app.config.trust
+    if trust is not None:
+        auth = evaluate(_mail(work).trace, trust.authserv_id, trust.received_hops)
+        policy = "dmarc" if queue.auth_policy == "dmarc" else "aligned"
+        if not auth.meets(policy, sender.rpartition("@")[2]):
+            return f"our MTA's report does not meet the {policy!r} policy for specialists"
+    return None
+
+
+def _record_inbound(work: Work, ticket: Ticket, kind: str, sender: str) -> TicketMessage:
+    mail = _mail(work)
+    message = work.message = TicketMessage(
+        ticket=ticket, raw_message_id=work.raw.id, direction="in", kind=kind, message_id=mail.message_id,
+        in_reply_to=mail.in_reply_to, references=list(mail.references[-20:]), from_address=sender,
+        subject=mail.subject[:2000], body=mail.new_text)
+    work.session.add(message)
+    if kind != "refused":
+        _store_attachments(work, message)
+    return message
+
+
+def _apply_commands(work: Work, ticket: Ticket, reply: SpecialistReply, sender: str) -> None:
+    for command in reply.commands:
+        if command.name == "assign" and command.argument != ticket.queue:
+            _event(work, ticket, "assigned", actor=sender, queue=command.argument, previous=ticket.queue)
+            ticket.queue = command.argument
+        elif command.name == "priority" and command.argument != ticket.priority:
+            _event(work, ticket, "priority", actor=sender, priority=command.argument, previous=ticket.priority)
+            ticket.priority = command.argument
+        elif command.name == "pending":
+            ticket.status = "pending"
+            _event(work, ticket, "waiting_on_customer", actor=sender)
+        elif command.name == "merge":
+            target = work.session.get(Ticket, int(command.argument.lstrip("#")))
+            if target is not None and target.id != ticket.id:
+                ticket.status, ticket.closed_at = "closed", utcnow()
+                _event(work, ticket, "merged", actor=sender, into=target.id)
+                _event(work, target, "merged_in", actor=sender, ticket=ticket.id)
+
+
+def _relay(work: Work, ticket: Ticket, text: str, sender: str, message: TicketMessage) -> None:
+    """The answer goes to the customer from the support address, threaded on their last mail."""
+    last = work.session.scalar(select(TicketMessage).where(
+        TicketMessage.ticket_id == ticket.id, TicketMessage.direction == "in",
+        TicketMessage.kind.in_(("customer", "repeat"))).order_by(TicketMessage.id.desc()).limit(1))
+    account = work.session.get(Account, ticket.account_id) if ticket.account_id else None
+    files = tuple(OutgoingFile(a.filename, a.content_type, work.app.store.get(a.sha256))
+                  for a in message.attachments if a.refused_reason is None)
+    context = {**_common_context(work), "text": text,
+               "anti_phishing_code": account.anti_phishing_code if account else None,
+               "queue_title": work.app.config.queues[ticket.queue].title.get(ticket.language, ticket.queue)}
+    row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose="reply",
+                         key=f"reply:{work.raw.message_id}", to_address=ticket.customer_email,
+                         replying_to=last or message, context=context, auto_submitted=None, attachments=files)
+    work.outbox.append(row)
+    earlier = [e.actor for e in ticket.events if e.kind == "answered" and e.actor != sender]
+    _event(work, ticket, "answered", actor=sender, message_id=row.message_id, files=len(files))
+    if ticket.first_responded_at is None:
+        ticket.first_responded_at = utcnow()
+        _event(work, ticket, "first_response", actor=sender)
+    if ticket.status == "closed":
+        ticket.status, ticket.closed_at = "open", None
+    if earlier:
+        _queue_internal(work, "collision", sender, {"others": sorted(set(earlier))})
+
+
+def _tell_queue_lead(work: Work, ticket: Ticket, sender: str, problem: str) -> None:
+    queue = work.app.config.queues[ticket.queue]
+    for person in [queue.lead] if queue.lead else list(queue.specialists):
+        _queue_internal(work, "reply_refused", person, {"sender": sender, "reason": problem})
+
+
+def _queue_internal(work: Work, purpose: str, to_address: str, context: dict[str, object]) -> None:
+    """Mail to our own people: English, from the support address, never counted against a customer's cap."""
+    row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=_ticket(work), purpose=purpose,
+                         key=f"{purpose}:{work.raw.message_id}:{to_address}", to_address=to_address,
+                         replying_to=_message(work), context={**_common_context(work), **context},
+                         auto_submitted="auto-generated", language="en")
+    work.outbox.append(row)
+
+
+def forward_to_specialists(work: Work) -> bool:
+    """A new or reopened ticket goes to its queue's specialists, who answer through the ticket address."""
+    ticket = _ticket(work)
+    queue = work.app.config.queues[ticket.queue]
+    if work.automatic or not queue.specialists or (work.thread is not None and not work.reopened):
+        return True
+    mail, address = _mail(work), ticket_address(work.app.config.support_address, ticket.id, work.app.secret)
+    message = _message(work)
+    files = tuple(OutgoingFile(a.filename, a.content_type, work.app.store.get(a.sha256))
+                  for a in message.attachments if a.refused_reason is None)
+    due = ticket.first_response_due
+    context = {
+        "queue": queue.name, "queue_title": queue.title.get("en", queue.name), "priority": ticket.priority,
+        "customer": ticket.customer_email, "verified": ticket.verified, "subject": ticket.subject,
+        "identifiers": ticket.identifiers, "text": mail.new_text, "reopened": work.reopened,
+        "attachments": [(a.filename, a.content_type, a.size, a.refused_reason) for a in message.attachments],
+        "due_text": format_local(due, work.app.calendar.zone, "en") if due else "",
+        "time_zone": work.app.config.calendar.time_zone, "secrets": list(work.secrets),
+    }
+    for specialist in queue.specialists:
+        row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose="forward",
+                             key=f"forward:{work.raw.message_id}:{specialist}", to_address=specialist,
+                             replying_to=message, context={**_common_context(work), **context},
+                             auto_submitted="auto-generated", reply_to=address, attachments=files, language="en")
+        work.outbox.append(row)
+    _event(work, ticket, "forwarded", to=list(queue.specialists), reply_to=address.split("+")[0] + "+…")
+    return True
 
 
 def verify(work: Work) -> bool:
@@ -185,8 +347,11 @@ def record(work: Work) -> bool:
     if work.thread is not None:
         ticket = work.ticket = work.thread.ticket
         if ticket.status == "closed":
-            ticket.status, ticket.closed_at = "open", None
+            ticket.status, ticket.closed_at, work.reopened = "open", None, True
             _event(work, ticket, "reopened", reason="the customer wrote again")
+        elif ticket.status == "pending":
+            ticket.status = "open"
+            _event(work, ticket, "customer_replied", reason="the ticket was waiting on the customer")
         ticket.updated_at = utcnow()
     else:
         ticket = work.ticket = _new_ticket(work)
@@ -197,8 +362,19 @@ def record(work: Work) -> bool:
         content_hash=mail.content_hash,
         from_address=verification.address or _first_from(mail), subject=mail.subject[:2000], body=mail.new_text)
     work.session.add(message)
+    _store_attachments(work, message)
+    work.raw.ticket_id = ticket.id
+    if work.thread is not None:
+        _event(work, ticket, "repeat" if repeat else "message", reason=work.thread.reason,
+               message_id=mail.message_id, automatic=work.automatic)
+    if mail.defects:
+        _event(work, ticket, "defects", defects=list(mail.defects)[:50])
+    return True
+
+
+def _store_attachments(work: Work, message: TicketMessage) -> None:
     limits = work.app.config.attachments
-    for index, part in enumerate(mail.attachments):
+    for index, part in enumerate(_mail(work).attachments):
         verdict = judge(part.filename, part.content, limits)
         refused = verdict.refused or (f"more than {limits.max_count} attachments" if index >= limits.max_count
                                       else None)
@@ -209,13 +385,6 @@ def record(work: Work) -> bool:
         message.attachments.append(Attachment(filename=part.filename, content_type=verdict.detected_type,
                                               declared_type=part.content_type, size=part.size, sha256=part.sha256,
                                               refused_reason=refused))
-    work.raw.ticket_id = ticket.id
-    if work.thread is not None:
-        _event(work, ticket, "repeat" if repeat else "message", reason=work.thread.reason,
-               message_id=mail.message_id, automatic=work.automatic)
-    if mail.defects:
-        _event(work, ticket, "defects", defects=list(mail.defects)[:50])
-    return True
 
 
 def schedule_replies(work: Work) -> bool:
@@ -321,6 +490,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("redact", redact_secrets),
     ("bounce", match_bounce),
     ("duplicate", skip_exact_duplicate),
+    ("gateway", handle_specialist_reply),
     ("verify", verify),
     ("screen", screen_automatic),
     ("thread", find_ticket),
@@ -332,6 +502,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("reply", schedule_replies),
     ("warn", warn_about_secrets),
     ("refused", tell_about_refused_attachments),
+    ("forward", forward_to_specialists),
 )
 
 TRANSIENT = (OperationalError,)
