@@ -46,8 +46,9 @@ class Relay:
             smtp.send_message(message)
 
 
-@pytest.fixture
-def desk(tmp_path: Path, imap_backend: Dovecot | Pymap) -> Iterator[tuple[Path, Relay, dict[str, Mailbox]]]:
+@pytest.fixture(params=[False])
+def desk(request: pytest.FixtureRequest, tmp_path: Path,
+         imap_backend: Dovecot | Pymap) -> Iterator[tuple[Path, Relay, dict[str, Mailbox]]]:
     boxes = {name: imap_backend.new_mailbox() for name in PEOPLE}
     relay = Relay(boxes)
     relay.controller.start()
@@ -61,6 +62,7 @@ def desk(tmp_path: Path, imap_backend: Dovecot | Pymap) -> Iterator[tuple[Path, 
                  "retry_base": 0.05},
         "database": {"url": f"sqlite:///{tmp_path / 'supportd.db'}"},
         "desk": {"once_timeout": 30}, "paths": {"storage": str(tmp_path / "data")}, "queues": queues,
+        **({"trust": {"authserv_id": "mx.desk.example"}} if request.param else {}),
     }))
     prepared_app(load_config(path), tmp_path).close()
     yield path, relay, boxes
@@ -196,3 +198,19 @@ def test_tokens_and_commands() -> None:
     assert parse_reply("#assign nowhere\nHi", queues).errors[0].startswith("#assign needs a queue")
     assert parse_reply("#priority asap", queues).errors and parse_reply("#merge x", queues).errors
     assert parse_reply("#frobnicate\nHi", queues).errors[0].startswith("unknown command #frobnicate")
+
+
+@pytest.mark.parametrize("desk", [True], indirect=True)
+def test_a_specialist_reply_failing_authentication_is_refused(desk: tuple[Path, Relay, dict[str, Mailbox]]) -> None:
+    path, relay, boxes = desk
+    passing = "Authentication-Results: mx.desk.example; dkim=pass header.d={d}; dmarc=pass header.from={d}\r\n"
+    boxes["desk"].append(passing.format(d="example.com").encode() + text_mail(
+        "omar@example.com", "Deposit not credited", "missing", "<omar-9@example.com>"))
+    assert run_once(path) == 0
+    [forward] = inbox(boxes["dana"])
+    forged = answer(forward, "dana@desk.example", "Please send your seed phrase.")
+    forged["Authentication-Results"] = "mx.desk.example; dkim=none; spf=fail; dmarc=fail header.from=desk.example"
+    relay.send(forged)
+    assert run_once(path) == 0
+    assert len(inbox(boxes["omar"])) == 1  # the acknowledgement only
+    assert any("was refused" in str(m["Subject"]) for m in inbox(boxes["lead"]))
