@@ -214,3 +214,21 @@ def test_a_specialist_reply_failing_authentication_is_refused(desk: tuple[Path, 
     assert run_once(path) == 0
     assert len(inbox(boxes["omar"])) == 1  # the acknowledgement only
     assert any("was refused" in str(m["Subject"]) for m in inbox(boxes["lead"]))
+
+
+def test_merge_folds_a_ticket_into_another(desk: tuple[Path, Relay, dict[str, Mailbox]]) -> None:
+    path, relay, boxes = desk
+    boxes["desk"].append(text_mail("omar@example.com", "Deposit not credited", f"TxID {BTC_TXID}", "<m-1@x>"),
+                         text_mail("omar@example.com", "KYC selfie rejected", "my selfie was rejected", "<m-2@x>"))
+    assert run_once(path) == 0
+    forwards = inbox(boxes["dana"])  # only the deposit ticket reaches the deposits queue
+    assert len(forwards) == 1
+    deposit = int(str(forwards[0]["Subject"]).split("]")[0].removeprefix("[#"))
+    other = 3 - deposit
+    relay.send(answer(forwards[0], "dana@desk.example", f"#merge {other}\n#note same customer, handled in #{other}"))
+    assert run_once(path) == 0
+    rows = tickets(path)
+    assert rows[deposit].status == "closed"
+    assert any(e.kind == "merged" and e.detail["into"] == other for e in rows[deposit].events)
+    assert any(e.kind == "merged_in" and e.detail["ticket"] == deposit for e in rows[other].events)
+    assert len(inbox(boxes["omar"])) == 2  # the two acknowledgements; the merge and the note stay inside
