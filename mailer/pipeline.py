@@ -208,7 +208,7 @@ def _apply_commands(work: Work, ticket: Ticket, reply: SpecialistReply, sender: 
             if target is not None and target.id != ticket.id:
                 ticket.status, ticket.closed_at = "closed", utcnow()
                 _event(work, ticket, "merged", actor=sender, into=target.id)
-                _event(work, target, "merged_in", actor=sender, ticket=ticket.id)
+                _event(work, target, "merged_in", actor=sender, from_ticket=ticket.id)
 
 
 def _relay(work: Work, ticket: Ticket, text: str, sender: str, message: TicketMessage) -> None:

@@ -230,5 +230,5 @@ def test_merge_folds_a_ticket_into_another(desk: tuple[Path, Relay, dict[str, Ma
     rows = tickets(path)
     assert rows[deposit].status == "closed"
     assert any(e.kind == "merged" and e.detail["into"] == other for e in rows[deposit].events)
-    assert any(e.kind == "merged_in" and e.detail["ticket"] == deposit for e in rows[other].events)
+    assert any(e.kind == "merged_in" and e.detail["from_ticket"] == deposit for e in rows[other].events)
     assert len(inbox(boxes["omar"])) == 2  # the two acknowledgements; the merge and the note stay inside
