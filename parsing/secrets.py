@@ -19,6 +19,7 @@ from functools import cache
 from mnemonic import Mnemonic
 
 MIN_SEED_WORDS = 12
+CHINESE = ("chinese_simplified", "chinese_traditional")
 SEED_LENGTHS = (24, 21, 18, 15, 12)
 _CONTEXT_SPAN = 80
 
@@ -27,17 +28,18 @@ _KEY_CONTEXT = re.compile(r"(private\s*key|priv\s*key|privkey|secret\s*key|私�
 _SEED_CONTEXT = re.compile(r"(seed|mnemonic|recovery\s*phrase|secret\s*phrase|助记词|助記詞|种子|種子|恢复短语)",
                            re.IGNORECASE)
 _HEX_KEY = re.compile(r"(?<![0-9A-Za-z])(?:0x)?[0-9a-fA-F]{64}(?![0-9A-Za-z])")
-_WIF = re.compile(rf"(?<![{_BASE58}])[5KL][{_BASE58}]{{50,51}}(?![{_BASE58}])")
-_XPRV = re.compile(rf"(?<![{_BASE58}])[xtyzuv]prv[{_BASE58}]{{100,112}}(?![{_BASE58}])")
+# Bounded by any letter or digit, not only base58 ones: inside a hex TxID, "0" ends a base58 run.
+_WIF = re.compile(rf"(?<![0-9A-Za-z])[5KL][{_BASE58}]{{50,51}}(?![0-9A-Za-z])")
+_XPRV = re.compile(rf"(?<![0-9A-Za-z])[xtyzuv]prv[{_BASE58}]{{100,112}}(?![0-9A-Za-z])")
 _API_SECRET = re.compile(
     r"((?:api|secret)[ _-]?(?:secret|key)?[ _-]?secret|secret[ _-]?key|api[ _-]?secret|apisecret|密钥)"
     r"(\s*(?:is|是|为|為)?\s*[:：=]?\s*)([A-Za-z0-9+/=_-]{20,128})", re.IGNORECASE)
 _PASSWORD = re.compile(
     r"(password|passwd|pwd|pass\s*word|passcode|登录密码|登錄密碼|交易密码|资金密码|密码|密碼)"
     r"(\s*(?:is|是|为|為)?\s*[:：=]\s*|\s+(?:is|是|为|為)\s+|\s*(?:是|为|為)\s*)(\S{4,64})", re.IGNORECASE)
-_TWO_FA = re.compile(r"(2fa|two[- ]factor|google\s*auth\w*|authenticator|otp|verification\s*code|security\s*code|"
-                     r"验证码|驗證碼|谷歌验证|動態碼|动态码)", re.IGNORECASE)
-_SIX_DIGITS = re.compile(r"(?<!\d)\d{6}(?!\d)")
+_TWO_FA = re.compile(r"((?<![0-9a-z])(?:2fa|two[- ]factor|google\s*auth\w*|authenticator|otp|verification\s*code|"
+                     r"security\s*code)(?![0-9a-z])|验证码|驗證碼|谷歌验证|動態碼|动态码)", re.IGNORECASE)
+_SIX_DIGITS = re.compile(r"(?<![0-9A-Za-z])\d{6}(?![0-9A-Za-z])")
 _LATIN_WORD = re.compile(r"[a-z]+")
 _CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
 
@@ -62,8 +64,8 @@ class Redaction:
 
 
 @cache
-def _wordlist(language: str) -> frozenset[str]:
-    return frozenset(Mnemonic(language).wordlist)
+def _wordlist(*languages: str) -> frozenset[str]:
+    return frozenset(word for language in languages for word in Mnemonic(language).wordlist)
 
 
 @cache
@@ -71,16 +73,32 @@ def _checker(language: str) -> Mnemonic:
     return Mnemonic(language)
 
 
+# Words without which the slower patterns cannot match; checked first because most mails have none.
+_SECRET_HINTS = ("secret", "密钥", "密鑰")
+_PASSWORD_HINTS = ("pass", "pwd", "密码", "密碼")
+_KEY_HINTS = ("priv", "secret", "私钥", "私鑰", "秘钥", "密钥", "密鑰")
+_TWO_FA_HINTS = ("2fa", "factor", "auth", "otp", "code", "验证", "驗證", "动态", "動態")
+
+
 def redact(text: str) -> Redaction:
+    lowered = text.lower()
     spans: list[tuple[int, int, str]] = []
     spans += _english_seeds(text)
-    spans += _chinese_seeds(text)
-    spans += [(m.start(), m.end(), "private key") for m in _HEX_KEY.finditer(text) if _near(_KEY_CONTEXT, text, m)]
+    if _CJK_CHAR.search(text):
+        spans += _chinese_seeds(text)
+    if any(hint in lowered for hint in _KEY_HINTS):
+        spans += [(m.start(), m.end(), "private key") for m in _HEX_KEY.finditer(text)
+                  if _near(_KEY_CONTEXT, text, m)]
     spans += [(m.start(), m.end(), "private key") for m in _WIF.finditer(text)]
-    spans += [(m.start(), m.end(), "private key") for m in _XPRV.finditer(text)]
-    spans += [(m.start(3), m.end(3), "API secret") for m in _API_SECRET.finditer(text)]
-    spans += [(m.start(3), m.end(3), "password") for m in _PASSWORD.finditer(text) if _looks_like_password(m)]
-    spans += [(m.start(), m.end(), "2FA code") for m in _SIX_DIGITS.finditer(text) if _near(_TWO_FA, text, m, 40)]
+    if "prv" in lowered:
+        spans += [(m.start(), m.end(), "private key") for m in _XPRV.finditer(text)]
+    if any(hint in lowered for hint in _SECRET_HINTS):
+        spans += [(m.start(3), m.end(3), "API secret") for m in _API_SECRET.finditer(text)]
+    if any(hint in lowered for hint in _PASSWORD_HINTS):
+        spans += [(m.start(3), m.end(3), "password") for m in _PASSWORD.finditer(text) if _looks_like_password(m)]
+    if any(hint in lowered for hint in _TWO_FA_HINTS):
+        spans += [(m.start(), m.end(), "2FA code") for m in _SIX_DIGITS.finditer(text)
+                  if _near(_TWO_FA, text, m, 40)]
     return _apply(text, spans)
 
 
@@ -99,8 +117,17 @@ def _looks_like_password(match: re.Match[str]) -> bool:
 def _english_seeds(text: str) -> list[tuple[int, int, str]]:
     """Runs of at least twelve BIP-39 words; anything between them is digits, spaces or punctuation."""
     words = _wordlist("english")
+    lowered = text.lower()
+    # Cheap first pass (C speed): any twelve word-list words in a row at all? Most mails have none.
+    streak = 0
+    for token in _LATIN_WORD.findall(lowered):
+        streak = streak + 1 if token in words else 0
+        if streak >= MIN_SEED_WORDS:
+            break
+    else:
+        return []
     runs: list[list[re.Match[str]]] = [[]]
-    for match in _LATIN_WORD.finditer(text.lower()):
+    for match in _LATIN_WORD.finditer(lowered):
         run = runs[-1]
         if match.group() in words and (not run or not _has_letters(text[run[-1].end():match.start()])):
             run.append(match)
@@ -110,7 +137,7 @@ def _english_seeds(text: str) -> list[tuple[int, int, str]]:
 
 
 def _chinese_seeds(text: str) -> list[tuple[int, int, str]]:
-    words = _wordlist("chinese_simplified") | _wordlist("chinese_traditional")
+    words = _wordlist(*CHINESE)
     runs: list[list[re.Match[str]]] = [[]]
     for match in _CJK_CHAR.finditer(text):
         run = runs[-1]
@@ -128,9 +155,6 @@ def _chinese_seeds(text: str) -> list[tuple[int, int, str]]:
                 spans.append((window[0].start(), window[-1].end(), "seed phrase"))
                 break
     return spans
-
-
-CHINESE = ("chinese_simplified", "chinese_traditional")
 
 
 def _seed_span(run: list[re.Match[str]], languages: tuple[str, ...]) -> tuple[int, int, str]:
