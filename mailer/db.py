@@ -183,7 +183,8 @@ class Outbox(Base):
     """A mail to send, rendered in full (Message-ID fixed) before any attempt is made."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_status", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_outbox_status", "status", "next_attempt_at"),
+                      Index("ix_outbox_recipient", "to_address", "created_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Same key, same mail: scheduling a reply twice (after a crash) finds the first row.

@@ -75,10 +75,11 @@ def parse_mail(work: Work) -> bool:
 def redact_secrets(work: Work) -> bool:
     """Replace passwords, seed phrases, keys and codes before anything below stores or shows the text."""
     mail = _mail(work)
-    subject, text, new_text = redact(mail.subject), redact(mail.text), redact(mail.new_text)
+    subject, text = redact(mail.subject), redact(mail.text)
+    if not (subject.found or text.found):
+        return True  # the new text is part of the whole text: nothing there either
+    new_text = redact(mail.new_text)
     work.secrets = tuple(dict.fromkeys(subject.kinds + text.kinds + new_text.kinds))
-    if not work.secrets:
-        return True
     work.mail = replace(mail, subject=subject.text, text=text.text, new_text=new_text.text,
                         identifiers=extract_identifiers(subject.text + "\n" + new_text.text),
                         content_hash=content_hash(subject.text, new_text.text))

@@ -137,6 +137,20 @@ def _english_seeds(text: str) -> list[tuple[int, int, str]]:
 
 
 def _chinese_seeds(text: str) -> list[tuple[int, int, str]]:
+    spans: list[tuple[int, int, str]] = []
+    if _SEPARATED_CJK_RUN.search(text):
+        spans += _separated_chinese_seeds(text)
+    if any(hint in text.lower() for hint in _SEED_HINTS):
+        spans += _compact_chinese_seeds(text)
+    return spans
+
+
+# Twelve CJK characters with list separators between them: the shape a separated seed needs at least.
+_SEPARATED_CJK_RUN = re.compile(r"[\u3400-\u9fff](?:[\s,，、;；.。\d]{1,4}[\u3400-\u9fff]){11}")
+_SEED_HINTS = ("seed", "mnemonic", "phrase", "助记", "助記", "种子", "種子", "恢复")
+
+
+def _separated_chinese_seeds(text: str) -> list[tuple[int, int, str]]:
     words = _wordlist(*CHINESE)
     runs: list[list[re.Match[str]]] = [[]]
     for match in _CJK_CHAR.finditer(text):
@@ -145,8 +159,12 @@ def _chinese_seeds(text: str) -> list[tuple[int, int, str]]:
             run.append(match)
         else:
             runs.append([match] if match.group() in words else [])
-    spans = [_seed_span(run, CHINESE) for run in runs if len(run) >= MIN_SEED_WORDS]
-    # Written without separators: only right after seed words, and only with a valid BIP-39 checksum.
+    return [_seed_span(run, CHINESE) for run in runs if len(run) >= MIN_SEED_WORDS]
+
+
+def _compact_chinese_seeds(text: str) -> list[tuple[int, int, str]]:
+    """Written without separators: only right after seed words, and only with a valid BIP-39 checksum."""
+    spans = []
     for context in _SEED_CONTEXT.finditer(text):
         chars = list(_CJK_CHAR.finditer(text, context.end(), context.end() + 40))
         for offset in range(4):  # a few words such as 是 or 为 may come first
