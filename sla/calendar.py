@@ -65,6 +65,8 @@ class BusinessCalendar:
     holidays: holidays_lib.HolidayBase | None = field(default=None, compare=False)
     # "N business days" keep the time of day when possible; a day's length is the longest weekday's.
     day_length: timedelta = field(default=timedelta(hours=9))
+    # A day's spans in UTC never change for a calendar; thousands of tickets walk the same days.
+    _spans: dict[date, list[tuple[datetime, datetime]]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_config(cls, config: CalendarConfig) -> BusinessCalendar:
@@ -91,13 +93,30 @@ class BusinessCalendar:
 
     def open_spans(self, day: date) -> list[tuple[datetime, datetime]]:
         """The day's opening spans as UTC instants (an extra open day uses Monday's hours if it has none)."""
-        if not self.is_working_day(day):
-            return []
-        spans = self.hours.get(day.weekday()) or self.hours.get(0) or ()
-        return [(self._instant(day, start), self._instant(day, end)) for start, end in spans]
+        cached = self._spans.get(day)
+        if cached is None:
+            spans = (self.hours.get(day.weekday()) or self.hours.get(0) or ()) if self.is_working_day(day) else ()
+            cached = self._spans[day] = [(self._instant(day, start), self._instant(day, end)) for start, end in spans]
+        return cached
 
     def _instant(self, day: date, clock: time) -> datetime:
-        return datetime.combine(day, clock, tzinfo=self.zone).astimezone(UTC)
+        """The first instant whose local time on `day` is at or after `clock` (24:00 is the next midnight).
+
+        A clock time that does not exist (inside a spring-forward gap) becomes the end of the gap, which
+        is when the local clock first shows a later time.
+        """
+        if clock == time.max:
+            return datetime.combine(day + timedelta(days=1), time(0), tzinfo=self.zone).astimezone(UTC)
+        local = datetime.combine(day, clock, tzinfo=self.zone)
+        instant = local.astimezone(UTC)
+        if instant.astimezone(self.zone).replace(tzinfo=None) == local.replace(tzinfo=None):
+            return instant
+        earlier = local.replace(fold=1).astimezone(UTC)  # the offset after the gap gives the earlier instant
+        for minutes in range(0, 24 * 60):
+            candidate = earlier + timedelta(minutes=minutes)
+            if candidate.astimezone(self.zone).replace(tzinfo=None) >= local.replace(tzinfo=None):
+                return candidate.replace(second=0, microsecond=0)
+        return instant
 
     def _days_from(self, moment: datetime, step: int = 1) -> Iterator[date]:
         day = moment.astimezone(self.zone).date()
