@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from mailer.compose import Sender
-from mailer.config import Config
+from mailer.config import Config, SlaPolicy
 from mailer.crypto import Sealer
-from mailer.db import Database
+from mailer.db import Database, Ticket
 from mailer.smtp import SmtpClient
 from mailer.store import ContentStore
 from routing.rules import Router
@@ -29,8 +29,18 @@ class App:
         return cls(config=config, db=Database(config.database_url))
 
     @cached_property
+    def calendars(self) -> dict[str, BusinessCalendar]:
+        configs = {"default": self.config.calendar, **self.config.calendars}
+        return {name: BusinessCalendar.from_config(c) for name, c in configs.items()}
+
+    @cached_property
     def calendar(self) -> BusinessCalendar:
-        return BusinessCalendar.from_config(self.config.calendar)
+        return self.calendars["default"]
+
+    def sla_for(self, ticket: Ticket) -> tuple[BusinessCalendar, SlaPolicy]:
+        """The policy for the ticket's queue and priority, and the calendar it counts in."""
+        policy = self.config.sla.policy_for(ticket.queue, ticket.priority)
+        return self.calendars[policy.calendar], policy
 
     @cached_property
     def router(self) -> Router:

@@ -121,9 +121,32 @@ class CalendarConfig:
 
 
 @dataclass(frozen=True)
+class SlaPolicy:
+    """Targets for tickets of a queue and priority (either may be None: any), on a named calendar."""
+
+    first_response: str = "2 business days"
+    resolution: str = "5 business days"
+    queue: str | None = None
+    priority: str | None = None
+    calendar: str = "default"
+
+    @property
+    def name(self) -> str:
+        return f"{self.queue or '*'}/{self.priority or '*'}"
+
+
+@dataclass(frozen=True)
 class SlaConfig:
     first_response: str = "2 business days"
     resolution: str = "5 business days"
+    warn_at: float = 0.75  # share of a target after which the queue's lead is warned
+    policies: tuple[SlaPolicy, ...] = ()
+
+    def policy_for(self, queue: str, priority: str) -> SlaPolicy:
+        """The most specific policy: queue and priority, then queue, then priority, then the default."""
+        ranked = sorted((p for p in self.policies if p.queue in (None, queue) and p.priority in (None, priority)),
+                        key=lambda p: (p.queue is not None, p.priority is not None), reverse=True)
+        return ranked[0] if ranked else SlaPolicy(self.first_response, self.resolution)
 
 
 @dataclass(frozen=True)
@@ -149,6 +172,7 @@ class Config:
     queues: dict[str, QueueConfig] = field(default_factory=dict)
     rules: tuple[RuleConfig, ...] = ()
     calendar: CalendarConfig = CalendarConfig()
+    calendars: dict[str, CalendarConfig] = field(default_factory=dict)  # named; "default" is [calendar]
     sla: SlaConfig = SlaConfig()
     dedup: DedupConfig = DedupConfig()
     trust: TrustConfig | None = None  # without it, sender authentication is not checked
@@ -409,19 +433,39 @@ def _calendar(section: _Section) -> CalendarConfig:
     return calendar
 
 
-def _sla(section: _Section) -> SlaConfig:
+def _duration(section: _Section, key: str, default: str) -> str:
     from sla.calendar import parse_duration
 
-    values = {}
-    for key, default in (("first_response", "2 business days"), ("resolution", "5 business days")):
-        text = section.str(key, default)
-        try:
-            parse_duration(text)
-        except ValueError as exc:
-            raise section.fail(key, str(exc)) from None
-        values[key] = text
+    text = section.str(key, default)
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise section.fail(key, str(exc)) from None
+    return text
+
+
+def _sla(section: _Section, queues: dict[str, QueueConfig], calendars: dict[str, CalendarConfig]) -> SlaConfig:
+    first, resolution = _duration(section, "first_response", "2 business days"), \
+        _duration(section, "resolution", "5 business days")
+    warn_at = section.number("warn_at", 0.75, minimum=0.01)
+    if warn_at >= 1:
+        raise section.fail("warn_at", f"is a share of the target below 1; got {warn_at}")
+    policies = []
+    for sub in section.tables("policies"):
+        policy = SlaPolicy(first_response=_duration(sub, "first_response", first),
+                           resolution=_duration(sub, "resolution", resolution),
+                           queue=sub.str("queue"), priority=sub.str("priority"),
+                           calendar=sub.str("calendar", "default"))
+        if policy.queue is not None and policy.queue not in queues:
+            raise sub.fail("queue", f"names no queue in [queues]: {policy.queue!r}")
+        if policy.priority is not None and policy.priority not in PRIORITIES:
+            raise sub.fail("priority", f"must be one of {', '.join(PRIORITIES)}; got {policy.priority!r}")
+        if policy.calendar not in calendars:
+            raise sub.fail("calendar", f"names no calendar: {policy.calendar!r} (known: {', '.join(calendars)})")
+        sub.done()
+        policies.append(policy)
     section.done()
-    return SlaConfig(**values)
+    return SlaConfig(first, resolution, warn_at, tuple(policies))
 
 
 def _dedup(section: _Section) -> DedupConfig:
@@ -529,6 +573,12 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
     storage_dir = paths.str("storage", "supportd-data")
     paths.done()
 
+    calendars = {"default": _calendar(top.table("calendar"))}
+    named = top.table("calendars")
+    for name in named.data:
+        if name == "default":
+            raise named.fail(name, "is the [calendar] table's name; choose another")
+        calendars[name] = _calendar(named.table(name))
     desk = top.table("desk")
     config = Config(
         source=source,
@@ -538,8 +588,9 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         broker=_broker(top.table("broker")),
         queues=queues,
         rules=rules,
-        calendar=_calendar(top.table("calendar")),
-        sla=_sla(top.table("sla")),
+        calendar=calendars["default"],
+        calendars=calendars,
+        sla=_sla(top.table("sla"), queues, calendars),
         dedup=_dedup(top.table("dedup")),
         trust=_trust(top.table("trust")),
         attachments=_attachments(top.table("attachments")),

@@ -16,13 +16,14 @@ from sqlalchemy import func, select
 
 from mailer import lease, reconcile
 from mailer.app import App
-from mailer.db import Outbox, RawMessage
+from mailer.db import Outbox, RawMessage, utcnow
+from mailer.escalate import escalate
 from mailer.intake import NETWORK_ERRORS, MailboxIntake, connect
 from mailer.workers import Workers
 
 log = logging.getLogger(__name__)
 
-RECONCILE_EVERY = 30.0
+RECONCILE_EVERY = 30.0  # also how often the SLA check runs
 SETTLED_FOR = timedelta(seconds=60)
 
 
@@ -96,6 +97,9 @@ class Daemon:
                 except NETWORK_ERRORS as exc:
                     raise DaemonError(f"mailbox {intake.config.name!r}: {exc}") from None
             backlog = self.wait_until_drained(self.app.config.once_timeout)
+            if backlog.empty:  # alerts that became due, sent before leaving
+                self.workers.enqueue_send(escalate(self.app, utcnow()))
+                backlog = self.wait_until_drained(self.app.config.once_timeout)
             for intake in self.intakes:
                 client = clients[intake.config.name]
                 try:
@@ -133,6 +137,7 @@ class Daemon:
         try:
             while not self.stop_event.wait(RECONCILE_EVERY):
                 self._reconcile(settled_for=SETTLED_FOR)
+                self.workers.sla_actor.send()
         finally:
             log.info("stopping: finishing work in hand")
             for thread in threads:

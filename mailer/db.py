@@ -119,6 +119,10 @@ class Ticket(Base):
     resolution_due: Mapped[datetime | None]
     first_responded_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
+    sla_calendar: Mapped[str] = mapped_column(String(64), default="default")
+    # The resolution clock: stopped while paused (waiting on the customer, or closed), in business time.
+    paused_at: Mapped[datetime | None]
+    paused_seconds: Mapped[int] = mapped_column(Integer, default=0)
 
     messages: Mapped[list[TicketMessage]] = relationship(back_populates="ticket", order_by="TicketMessage.id")
     events: Mapped[list[TicketEvent]] = relationship(back_populates="ticket", order_by="TicketEvent.id")
@@ -214,6 +218,15 @@ class Checkpoint(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Setting(Base):
+    """Small facts the daemon remembers, e.g. the fingerprint of the calendars the due dates were made with."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class Lease(Base):

@@ -38,7 +38,7 @@ from routing.rules import RouteDecision
 from routing.specialists import SpecialistReply, find_ticket_address, parse_reply, ticket_address
 from routing.verify import SPOOFED, VERIFIED, AccountRef, Verification, normalize_address, verify_sender
 from sla.calendar import parse_duration
-from sla.clock import due_dates, format_local
+from sla.clock import due_dates, format_local, pause, recompute, resume
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,33 @@ def handle_specialist_reply(work: Work) -> bool:
     elif reply.text:
         _relay(work, ticket, reply.text, sender, message)
     if any(c.name == "close" for c in reply.commands):
-        ticket.status, ticket.closed_at = "closed", utcnow()
+        ticket.status, ticket.closed_at = "closed", work.raw.received_at
         _event(work, ticket, "closed", actor=sender)
+        _pause_clock(work, ticket, "closed")
     return False
+
+
+def _pause_clock(work: Work, ticket: Ticket, reason: str) -> None:
+    if pause(ticket, work.raw.received_at):
+        _event(work, ticket, "sla_paused", clock="resolution", reason=reason)
+
+
+def _resume_clock(work: Work, ticket: Ticket, reason: str) -> None:
+    calendar, policy = work.app.sla_for(ticket)
+    stood = resume(ticket, calendar, policy, work.raw.received_at)
+    _event(work, ticket, "sla_resumed", clock="resolution", reason=reason,
+           paused_minutes=round(stood.total_seconds() / 60),
+           resolution_due=ticket.resolution_due.isoformat() if ticket.resolution_due else None)
+
+
+def _recompute_clock(work: Work, ticket: Ticket, reason: str) -> None:
+    calendar, policy = work.app.sla_for(ticket)
+    before = ticket.first_response_due, ticket.resolution_due
+    due = recompute(ticket, calendar, policy)
+    ticket.sla_calendar = policy.calendar
+    if (due.first_response, due.resolution) != before:
+        _event(work, ticket, "sla_recomputed", reason=reason, policy=policy.name,
+               first_response_due=due.first_response.isoformat(), resolution_due=due.resolution.isoformat())
 
 
 def _gateway_problem(work: Work, token_valid: bool, ticket: Ticket | None, sender: str) -> str | None:
@@ -198,16 +222,20 @@ def _apply_commands(work: Work, ticket: Ticket, reply: SpecialistReply, sender: 
         if command.name == "assign" and command.argument != ticket.queue:
             _event(work, ticket, "assigned", actor=sender, queue=command.argument, previous=ticket.queue)
             ticket.queue = command.argument
+            _recompute_clock(work, ticket, f"assigned to {command.argument}")
         elif command.name == "priority" and command.argument != ticket.priority:
             _event(work, ticket, "priority", actor=sender, priority=command.argument, previous=ticket.priority)
             ticket.priority = command.argument
+            _recompute_clock(work, ticket, f"priority {command.argument}")
         elif command.name == "pending":
             ticket.status = "pending"
             _event(work, ticket, "waiting_on_customer", actor=sender)
+            _pause_clock(work, ticket, "waiting on the customer")
         elif command.name == "merge":
             target = work.session.get(Ticket, int(command.argument.lstrip("#")))
             if target is not None and target.id != ticket.id:
-                ticket.status, ticket.closed_at = "closed", utcnow()
+                ticket.status, ticket.closed_at = "closed", work.raw.received_at
+                _pause_clock(work, ticket, f"merged into #{target.id}")
                 _event(work, ticket, "merged", actor=sender, into=target.id)
                 _event(work, target, "merged_in", actor=sender, from_ticket=ticket.id)
 
@@ -234,6 +262,7 @@ def _relay(work: Work, ticket: Ticket, text: str, sender: str, message: TicketMe
         _event(work, ticket, "first_response", actor=sender)
     if ticket.status == "closed":
         ticket.status, ticket.closed_at = "open", None
+        _resume_clock(work, ticket, "answered after closing")
     if earlier:
         _queue_internal(work, "collision", sender, {"others": sorted(set(earlier))})
 
@@ -350,9 +379,11 @@ def record(work: Work) -> bool:
         if ticket.status == "closed":
             ticket.status, ticket.closed_at, work.reopened = "open", None, True
             _event(work, ticket, "reopened", reason="the customer wrote again")
+            _resume_clock(work, ticket, "reopened")
         elif ticket.status == "pending":
             ticket.status = "open"
             _event(work, ticket, "customer_replied", reason="the ticket was waiting on the customer")
+            _resume_clock(work, ticket, "the customer replied")
         ticket.updated_at = utcnow()
     else:
         ticket = work.ticket = _new_ticket(work)
@@ -474,14 +505,15 @@ def _common_context(work: Work) -> dict[str, object]:
 def _ack_context(work: Work, account: AccountRef) -> dict[str, object]:
     ticket, config = _ticket(work), work.app.config
     due = ticket.first_response_due
+    calendar, policy = work.app.sla_for(ticket)
     return {
         **_common_context(work),
         "customer_name": account.display_name or None,
         "anti_phishing_code": account.anti_phishing_code,
         "queue_title": config.queues[ticket.queue].title.get(ticket.language, ticket.queue),
-        "due_text": format_local(due, work.app.calendar.zone, ticket.language) if due else "",
-        "time_zone": config.calendar.time_zone,
-        "first_response_target": parse_duration(config.sla.first_response).describe(ticket.language),
+        "due_text": format_local(due, calendar.zone, ticket.language) if due else "",
+        "time_zone": calendar.zone.key,
+        "first_response_target": parse_duration(policy.first_response).describe(ticket.language),
     }
 
 
@@ -584,22 +616,23 @@ def _new_ticket(work: Work) -> Ticket:
     mail, verification, route, app = _mail(work), _verification(work), _route(work), work.app
     account = verification.account if verification.verified else None
     arrived = work.raw.received_at
-    due = due_dates(app.calendar, app.config.sla, arrived)
+    policy = app.config.sla.policy_for(route.queue, route.priority)
+    due = due_dates(app.calendars[policy.calendar], policy, arrived)
     ticket = Ticket(
         queue=route.queue, priority=route.priority, status="open",
         customer_email=verification.address or _first_from(mail).lower(),
         account_id=account.id if account else None, verified=verification.status,
         language=(account.language if account and account.language in ("en", "zh") else mail.language),
         subject=mail.subject[:2000], identifiers=mail.identifiers.to_json(), created_at=arrived, updated_at=arrived,
-        first_response_due=due.first_response, resolution_due=due.resolution)
+        first_response_due=due.first_response, resolution_due=due.resolution, sla_calendar=policy.calendar)
     work.session.add(ticket)
     work.session.flush()  # the ticket number is needed for the reply and the events
     _event(work, ticket, "created", message_id=mail.message_id, mailbox=work.raw.mailbox)
     _event(work, ticket, "verified", status=verification.status, **verification.evidence)
     _event(work, ticket, "routed", queue=route.queue, priority=route.priority, rule=route.rule,
            score=route.score, reasons=list(route.reasons))
-    _event(work, ticket, "sla_started", first_response_due=ticket.first_response_due.isoformat(),
-           resolution_due=ticket.resolution_due.isoformat() if ticket.resolution_due else None)
+    _event(work, ticket, "sla_started", policy=policy.name, calendar=policy.calendar,
+           first_response_due=due.first_response.isoformat(), resolution_due=due.resolution.isoformat())
     return ticket
 
 

@@ -18,6 +18,8 @@ from dramatiq.brokers.stub import StubBroker
 from mailer import pipeline
 from mailer.app import App
 from mailer.config import BrokerConfig
+from mailer.db import utcnow
+from mailer.escalate import escalate
 from mailer.outbox import deliver
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,9 @@ class Workers:
         self.send_actor = dramatiq.actor(self._send, broker=self.broker, actor_name="supportd_send",
                                          queue_name=SEND_QUEUE, max_retries=20, min_backoff=1000,
                                          max_backoff=60_000)
+        # The SLA check is cheap to repeat and runs again a minute later: no retries.
+        self.sla_actor = dramatiq.actor(self._check_sla, broker=self.broker, actor_name="supportd_sla",
+                                        queue_name=PROCESS_QUEUE, max_retries=0)
 
     def _process(self, raw_ids: list[int]) -> None:
         results = pipeline.process(self.app, raw_ids)
@@ -62,6 +67,9 @@ class Workers:
         if delivery.outcome == "retry" and delivery.retry_in is not None:
             delay_ms = max(int(delivery.retry_in.total_seconds() * 1000), 10)
             self.send_actor.send_with_options(args=(outbox_id,), delay=delay_ms)
+
+    def _check_sla(self) -> None:
+        self.enqueue_send(escalate(self.app, utcnow()))
 
     def enqueue_process(self, raw_ids: Iterable[int]) -> None:
         ids = list(raw_ids)

@@ -1,17 +1,33 @@
-"""Due dates for a ticket's first response and resolution, in business time.
+"""A ticket's two clocks, in business time on the calendar of its SLA policy.
 
-The clocks start when the customer's first mail arrives (its arrival at our mailbox, not the Date
-header the sender's machine wrote).
+- First response: starts when the customer's first mail arrives (at our mailbox, not the sender's Date
+  header) and stops at the first answer a person sends; automatic mail does not count.
+- Resolution: starts at the same moment and pauses while the ticket waits on the customer or is closed;
+  the business time spent paused is kept on the ticket, so
+
+      resolution_due = add(created, resolution target + paused)
+
+  and both due dates can be recomputed at any time from the ticket and its policy (a calendar change,
+  a new queue or priority).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from mailer.config import SlaConfig
+from mailer.config import SlaPolicy
 from sla.calendar import BusinessCalendar, parse_duration
+
+
+class Clocked(Protocol):
+    created_at: datetime
+    first_response_due: datetime | None
+    resolution_due: datetime | None
+    paused_at: datetime | None
+    paused_seconds: int
 
 
 @dataclass(frozen=True)
@@ -20,11 +36,46 @@ class DueDates:
     resolution: datetime
 
 
-def due_dates(calendar: BusinessCalendar, policy: SlaConfig, arrived: datetime) -> DueDates:
-    return DueDates(
-        first_response=calendar.add(arrived, parse_duration(policy.first_response)),
-        resolution=calendar.add(arrived, parse_duration(policy.resolution)),
-    )
+def targets(calendar: BusinessCalendar, policy: SlaPolicy) -> tuple[timedelta, timedelta]:
+    return (calendar.to_timedelta(parse_duration(policy.first_response)),
+            calendar.to_timedelta(parse_duration(policy.resolution)))
+
+
+def due_dates(calendar: BusinessCalendar, policy: SlaPolicy, arrived: datetime,
+              paused: timedelta = timedelta(0)) -> DueDates:
+    first, resolution = targets(calendar, policy)
+    return DueDates(first_response=calendar.add(arrived, first), resolution=calendar.add(arrived, resolution + paused))
+
+
+def recompute(ticket: Clocked, calendar: BusinessCalendar, policy: SlaPolicy) -> DueDates:
+    due = due_dates(calendar, policy, ticket.created_at, timedelta(seconds=ticket.paused_seconds))
+    ticket.first_response_due, ticket.resolution_due = due.first_response, due.resolution
+    return due
+
+
+def pause(ticket: Clocked, now: datetime) -> bool:
+    """Stop the resolution clock; False if it was already stopped."""
+    if ticket.paused_at is not None:
+        return False
+    ticket.paused_at = now
+    return True
+
+
+def resume(ticket: Clocked, calendar: BusinessCalendar, policy: SlaPolicy, now: datetime) -> timedelta:
+    """Restart the resolution clock; returns the business time it stood still (and moves the due date by it)."""
+    if ticket.paused_at is None:
+        return timedelta(0)
+    stood = calendar.between(ticket.paused_at, now)
+    ticket.paused_seconds += int(stood.total_seconds())
+    ticket.paused_at = None
+    recompute(ticket, calendar, policy)
+    return stood
+
+
+def warn_instant(calendar: BusinessCalendar, start: datetime, target: timedelta, share: float,
+                 paused: timedelta = timedelta(0)) -> datetime:
+    """When `share` of the target has passed, in business time."""
+    return calendar.add(start, target * share + paused)
 
 
 _WEEKDAYS = {"en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),

@@ -1,0 +1,65 @@
+"""The periodic SLA check: warn the queue's lead before a breach, tell them when it happens.
+
+Run by a dramatiq actor that the daemon sends every minute. Each alert (clock and kind) is sent at most
+once per ticket, remembered as a ticket event in the same transaction as its outbox row; a breach also
+raises the ticket's priority one step.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+
+from mailer.app import App
+from mailer.compose import schedule_reply
+from mailer.db import Ticket, TicketEvent, TicketMessage
+from sla.clock import format_local
+from sla.escalation import PRIORITY_AFTER_BREACH, Alert, alerts
+
+log = logging.getLogger(__name__)
+
+
+def escalate(app: App, now: datetime) -> list[int]:
+    """Record and queue the alerts due at `now`; returns the new outbox ids."""
+    outbox_ids: list[int] = []
+    with app.db.session() as session:
+        for ticket in session.scalars(select(Ticket).where(Ticket.status != "closed")):
+            calendar, policy = app.sla_for(ticket)
+            due = alerts(ticket, calendar, policy, app.config.sla.warn_at, now)
+            if not due:
+                continue
+            sent = {e.detail.get("alert") for e in ticket.events if e.kind in ("sla_warning", "sla_breach")}
+            for alert in due:
+                if alert.key not in sent:
+                    outbox_ids += _raise(app, session, ticket, alert, now)
+        session.flush()
+    return outbox_ids
+
+
+def _raise(app: App, session, ticket: Ticket, alert: Alert, now: datetime) -> list[int]:
+    detail: dict[str, object] = {"alert": alert.key, "clock": alert.clock, "due": alert.due.isoformat()}
+    if alert.kind == "breach":
+        previous, ticket.priority = ticket.priority, PRIORITY_AFTER_BREACH[ticket.priority]
+        detail.update(priority=ticket.priority, previous_priority=previous)
+    session.add(TicketEvent(ticket=ticket, kind=f"sla_{alert.kind}", at=now, detail=detail))
+    lead = app.config.queues[ticket.queue].lead
+    last = session.scalar(select(TicketMessage).where(TicketMessage.ticket_id == ticket.id)
+                          .order_by(TicketMessage.id.desc()).limit(1))
+    if lead is None or last is None:
+        log.warning("ticket %s: SLA %s for %s, but queue %s has no lead to tell", ticket.id, alert.kind,
+                    alert.clock, ticket.queue)
+        return []
+    calendar, _ = app.sla_for(ticket)
+    row = schedule_reply(session, app.renderer, app.sender, ticket=ticket, purpose="sla_alert",
+                         key=f"sla:{ticket.id}:{alert.key}", to_address=lead, replying_to=last,
+                         context={"desk_name": app.config.desk_name, "customer_name": None,
+                                  "anti_phishing_code": None, "alert": alert.kind,
+                                  "clock": alert.clock.replace("_", " "), "queue": ticket.queue,
+                                  "priority": ticket.priority, "customer": ticket.customer_email,
+                                  "due_text": format_local(alert.due, calendar.zone, "en"),
+                                  "time_zone": calendar.zone.key},
+                         auto_submitted="auto-generated", language="en")
+    session.flush()
+    return [row.id]

@@ -1,0 +1,107 @@
+"""SLA clocks through the real pipeline, with the clock driven by the test."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from email import message_from_bytes, policy
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from mailer.app import App
+from mailer.config import default_routing
+from mailer.db import Ticket
+from mailer.embedded import SmtpSink
+from mailer.escalate import escalate
+from mailer.samples import text_mail
+from routing.specialists import ticket_address
+from tests.conftest import ConfigFactory, prepared_app
+from tests.servers import Mailbox
+from tests.test_pipeline import run_once
+
+ALWAYS = {day: ["00:00-24:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+
+def sla_desk(make_config: ConfigFactory, tmp_path: Path) -> tuple[Path, App]:
+    queues = default_routing()["queues"]
+    queues["kyc"] = {**queues["kyc"], "specialists": ["kim@desk.example"], "lead": "lead@desk.example"}
+    path, config = make_config(
+        queues=queues,
+        calendars={"always": {"time_zone": "UTC", "hours": ALWAYS}},
+        sla={"warn_at": 0.75, "policies": [{"queue": "kyc", "calendar": "always", "first_response": "4 business hours",
+                                            "resolution": "2 business days"}]})
+    prepared_app(config, tmp_path).close()
+    return path, App.from_config(config)
+
+
+def ticket(app: App) -> Ticket:
+    with app.db.reading() as session:
+        row = session.scalar(select(Ticket))
+        assert row is not None
+        _ = [e.kind for e in row.events]
+        return row
+
+
+def alerts_sent(sink: SmtpSink) -> list[str]:
+    return [str(message_from_bytes(m.data, policy=policy.default)["Subject"]) for m in sink.delivered
+            if m.rcpt_tos == ["lead@desk.example"]]
+
+
+def test_warning_once_breach_raises_priority(make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink,
+                                             tmp_path: Path) -> None:
+    path, app = sla_desk(make_config, tmp_path)
+    mailbox.append(text_mail("kenji@example.jp", "KYC verification problem", "selfie rejected", "<k1@x>"))
+    assert run_once(path) == 0
+    t = ticket(app)
+    assert t.first_response_due == t.created_at + timedelta(hours=4)  # 24x7: business time is wall time
+    ack = next(m for m in smtp_sink.delivered if m.rcpt_tos == ["kenji@example.jp"])
+    assert "within 4 business hours" in message_from_bytes(ack.data, policy=policy.default) \
+        .get_body(("plain",)).get_content().replace("\n", " ")
+
+    assert escalate(app, t.created_at + timedelta(hours=2, minutes=59)) == []
+    assert len(escalate(app, t.created_at + timedelta(hours=3))) == 1  # 75 % of four hours
+    assert escalate(app, t.created_at + timedelta(hours=3, minutes=30)) == []  # exactly once
+    assert len(escalate(app, t.created_at + timedelta(hours=4, minutes=1))) == 1  # the breach
+    assert escalate(app, t.created_at + timedelta(hours=5)) == []
+    t = ticket(app)
+    assert t.priority == "high"  # was normal
+    kinds = [e.kind for e in t.events if e.kind.startswith("sla_")]
+    assert kinds.count("sla_warning") == 1 and kinds.count("sla_breach") == 1
+    assert run_once(path) == 0
+    assert sorted(s.split(":")[0] for s in alerts_sent(smtp_sink)) == [f"[#{t.id}] SLA BREACHED",
+                                                                       f"[#{t.id}] SLA warning"]
+    app.close()
+
+
+def test_pending_pauses_resolution_and_the_customer_resumes_it(make_config: ConfigFactory, mailbox: Mailbox,
+                                                               smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    path, app = sla_desk(make_config, tmp_path)
+    mailbox.append(text_mail("kenji@example.jp", "KYC verification problem", "selfie rejected", "<k2@x>"))
+    assert run_once(path) == 0
+    t = ticket(app)
+    address = ticket_address("support@desk.example", t.id, app.secret)
+    specialist = text_mail("kim@desk.example", "Re: ticket", "#pending\nPlease send a clearer selfie.",
+                           "<kim-1@desk.example>")
+    mailbox.append(specialist.replace(b"To: support@desk.example", f"To: {address}".encode()))
+    assert run_once(path) == 0
+    t = ticket(app)
+    assert t.status == "pending" and t.paused_at is not None and t.first_responded_at is not None
+    due_before = t.resolution_due
+    assert due_before is not None
+    assert t.paused_at is not None
+    with app.db.session() as session:  # the customer takes ten hours to answer
+        session.execute(update(Ticket).values(paused_at=t.paused_at - timedelta(hours=10)))
+    # While paused, no resolution alert comes however late it is; the first response was given.
+    assert escalate(app, t.created_at + timedelta(days=3)) == []
+
+    question = next(m for m in smtp_sink.delivered if m.rcpt_tos == ["kenji@example.jp"]
+                    and "Re: your request" in m.message["Subject"])
+    mailbox.append(text_mail("kenji@example.jp", "Re: KYC", "Here is a clearer selfie.", "<k3@x>",
+                             extra=f"In-Reply-To: {question.message['Message-ID']}\r\n"))
+    assert run_once(path) == 0
+    t = ticket(app)
+    assert t.status == "open" and t.paused_at is None
+    assert timedelta(hours=10) <= t.resolution_due - due_before <= timedelta(hours=10, minutes=2)
+    resumed = next(e for e in t.events if e.kind == "sla_resumed")
+    assert 600 <= resumed.detail["paused_minutes"] <= 602
+    app.close()
