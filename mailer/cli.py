@@ -235,6 +235,38 @@ def cmd_storage_rotate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sla_report(args: argparse.Namespace) -> int:
+    from mailer.db import Ticket, utcnow
+    from sla import report
+
+    app = _app(args)
+    since = datetime.fromisoformat(args.since).replace(tzinfo=app.calendar.zone) if args.since else None
+    with app.db.reading() as session:
+        query = select(Ticket.queue, Ticket.priority, Ticket.created_at, Ticket.first_response_due,
+                       Ticket.first_responded_at)
+        if since is not None:
+            query = query.where(Ticket.created_at >= since)
+        rows = session.execute(query).all()
+    times = [report.TicketTimes(*row) for row in rows]
+    reports = report.build(times, lambda t: app.calendars[app.config.sla.policy_for(t.queue, t.priority).calendar],
+                           utcnow())
+    if args.json:
+        for item in reports:
+            print(json.dumps(item.to_json(), ensure_ascii=False))
+    else:
+        print(report.text_table(reports))
+    if args.html:
+        bins = [f"{lo}–{hi}h" if hi else f"{lo}h+" for lo, hi in report.BINS]
+        page = app.renderer.env.get_template("report/sla.html.j2").render(
+            reports=reports, bins=bins, bad_from=4, desk_name=app.config.desk_name,
+            period=f"since {args.since}" if args.since else "at any time",
+            generated=utcnow().astimezone(app.calendar.zone).strftime("%Y-%m-%d %H:%M %Z"))
+        Path(args.html).write_text(page, encoding="utf-8")
+        print(f"written {args.html}", file=sys.stderr)
+    app.close()
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mailer.demo import run_demo
 
@@ -275,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing = command("list", cmd_tickets_list, "list tickets", parent=tickets)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.add_argument("--status", choices=["open", "pending", "closed"])
+
+    sla = sub.add_parser("sla", help="service levels").add_subparsers(dest="sub", required=True)
+    sla_report = command("report", cmd_sla_report, "met and breached first replies per queue", parent=sla)
+    sla_report.add_argument("--since", metavar="YYYY-MM-DD", help="tickets created on or after this day")
+    sla_report.add_argument("--json", action="store_true", help="one JSON object per queue and line")
+    sla_report.add_argument("--html", metavar="FILE", help="also write an HTML page with charts")
 
     storage = sub.add_parser("storage", help="encryption at rest").add_subparsers(dest="sub", required=True)
     command("new-key", cmd_storage_new_key, "print a new encryption key", parent=storage, config=False)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 
 from mailer.app import App
+from mailer.cli import main
 from mailer.config import default_routing
 from mailer.db import Ticket
 from mailer.embedded import SmtpSink
@@ -104,4 +107,29 @@ def test_pending_pauses_resolution_and_the_customer_resumes_it(make_config: Conf
     assert timedelta(hours=10) <= t.resolution_due - due_before <= timedelta(hours=10, minutes=2)
     resumed = next(e for e in t.events if e.kind == "sla_resumed")
     assert 600 <= resumed.detail["paused_minutes"] <= 602
+    app.close()
+
+
+def test_report_counts_met_and_breached_and_draws_a_page(make_config: ConfigFactory, mailbox: Mailbox,
+                                                         smtp_sink: SmtpSink, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    path, app = sla_desk(make_config, tmp_path)
+    customers = ("kenji@example.jp", "omar@example.com", "anna.schmidt@example.de")
+    mailbox.append(*(text_mail(who, "KYC verification problem", "selfie rejected", f"<r{i}@x>")
+                     for i, who in enumerate(customers)))
+    assert run_once(path) == 0
+    with app.db.session() as session:  # answered after 1 h, after 2 h, and after 5 h (late)
+        for number, hours in zip(sorted(session.scalars(select(Ticket.id))), (1, 2, 5), strict=True):
+            row = session.get(Ticket, number)
+            assert row is not None
+            row.first_responded_at = row.created_at + timedelta(hours=hours)
+    capsys.readouterr()
+    page = tmp_path / "sla.html"
+    assert main(["sla", "report", "--config", str(path), "--json", "--html", str(page)]) == 0
+    [kyc] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (kyc["queue"], kyc["tickets"], kyc["met"], kyc["breached"]) == ("kyc", 3, 2, 1)
+    assert kyc["median_hours"] == 2.0 and kyc["p90_hours"] == 4.4
+    assert kyc["histogram"] == [0, 1, 1, 1, 0, 0, 0]
+    html = page.read_text()
+    assert "<svg" in html and html.count("<rect") == 7 and "kyc (3 answered)" in html
     app.close()

@@ -1,0 +1,90 @@
+"""The SLA report: per queue, how many tickets met or breached their first-reply target, and how long
+first replies took in business time (median and 90th percentile), with a histogram for the HTML page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from sla.calendar import BusinessCalendar
+
+# Histogram bins in business hours: what a person reads at a glance.
+BINS = ((0, 1), (1, 2), (2, 4), (4, 8), (8, 16), (16, 32), (32, None))
+
+
+@dataclass
+class QueueReport:
+    queue: str
+    tickets: int = 0
+    responded: int = 0
+    met: int = 0
+    breached: int = 0
+    waiting: int = 0  # no first reply yet, not yet due
+    median_hours: float | None = None
+    p90_hours: float | None = None
+    histogram: list[int] = field(default_factory=lambda: [0] * len(BINS))
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["bins"] = [f"{lo}-{hi}h" if hi else f"{lo}h+" for lo, hi in BINS]
+        return data
+
+
+@dataclass(frozen=True)
+class TicketTimes:
+    queue: str
+    priority: str
+    created_at: datetime
+    first_response_due: datetime | None
+    first_responded_at: datetime | None
+
+
+def build(tickets: Iterable[TicketTimes], calendar_for: Callable[[TicketTimes], BusinessCalendar],
+          now: datetime) -> list[QueueReport]:
+    reports: dict[str, QueueReport] = {}
+    hours: dict[str, list[float]] = {}
+    for ticket in tickets:
+        report = reports.setdefault(ticket.queue, QueueReport(ticket.queue))
+        report.tickets += 1
+        due, answered = ticket.first_response_due, ticket.first_responded_at
+        if answered is not None:
+            report.responded += 1
+            taken = calendar_for(ticket).between(ticket.created_at, answered).total_seconds() / 3600
+            hours.setdefault(ticket.queue, []).append(taken)
+            report.histogram[_bin(taken)] += 1
+            if due is None or answered <= due:
+                report.met += 1
+            else:
+                report.breached += 1
+        elif due is not None and now > due:
+            report.breached += 1
+        else:
+            report.waiting += 1
+    for queue, values in hours.items():
+        values.sort()
+        reports[queue].median_hours = round(_percentile(values, 0.5), 2)
+        reports[queue].p90_hours = round(_percentile(values, 0.9), 2)
+    return sorted(reports.values(), key=lambda r: r.queue)
+
+
+def _bin(hours: float) -> int:
+    return next(i for i, (lo, hi) in enumerate(BINS) if hi is None or lo <= hours < hi)
+
+
+def _percentile(ordered: list[float], share: float) -> float:
+    """Linear interpolation between closest ranks."""
+    position = share * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def text_table(reports: list[QueueReport]) -> str:
+    header = f"{'queue':<10} {'tickets':>7} {'met':>5} {'breached':>8} {'waiting':>7} {'median h':>9} {'p90 h':>7}"
+    lines = [header, "-" * len(header)]
+    for r in reports:
+        median = f"{r.median_hours:.1f}" if r.median_hours is not None else "–"
+        p90 = f"{r.p90_hours:.1f}" if r.p90_hours is not None else "–"
+        lines.append(f"{r.queue:<10} {r.tickets:>7} {r.met:>5} {r.breached:>8} {r.waiting:>7} {median:>9} {p90:>7}")
+    return "\n".join(lines)
