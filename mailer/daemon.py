@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from mailer import lease, reconcile
 from mailer.app import App
 from mailer.db import Outbox, RawMessage, utcnow
-from mailer.escalate import escalate
+from mailer.escalate import escalate, recompute_if_changed
 from mailer.intake import NETWORK_ERRORS, MailboxIntake, connect
 from mailer.workers import Workers
 
@@ -54,6 +54,7 @@ class Daemon:
     # --- shared start and stop -------------------------------------------------------------------
 
     def _start(self) -> None:
+        recompute_if_changed(self.app)
         self.workers.start(self.app.config.broker.worker_threads)
         # An embedded broker's queue died with the previous process: everything unfinished is ours again.
         self._enqueue(reconcile.at_start(self.app, reclaim_all_sending=self.app.config.broker.embedded))

@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from mailer.app import App
 from mailer.compose import schedule_reply
-from mailer.db import Ticket, TicketEvent, TicketMessage
-from sla.clock import format_local
+from mailer.db import Setting, Ticket, TicketEvent, TicketMessage
+from sla.clock import format_local, recompute
 from sla.escalation import PRIORITY_AFTER_BREACH, Alert, alerts
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,43 @@ def escalate(app: App, now: datetime) -> list[int]:
                     outbox_ids += _raise(app, session, ticket, alert, now)
         session.flush()
     return outbox_ids
+
+
+def sla_fingerprint(app: App) -> str:
+    """Everything due dates depend on besides the ticket: calendars, policies, the holidays data version."""
+    import hashlib
+
+    import holidays
+
+    text = repr((sorted(app.config.calendars.items()), app.config.calendar, app.config.sla, holidays.__version__))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def recompute_if_changed(app: App) -> int:
+    """At start: if calendars or policies changed since last time, recompute open tickets' due dates."""
+    fingerprint = sla_fingerprint(app)
+    changed = 0
+    with app.db.session() as session:
+        stored = session.get(Setting, "sla_fingerprint")
+        if stored is not None and stored.value != fingerprint:
+            for ticket in session.scalars(select(Ticket).where(Ticket.status != "closed")):
+                calendar, policy = app.sla_for(ticket)
+                before = ticket.first_response_due, ticket.resolution_due
+                due = recompute(ticket, calendar, policy)
+                if (due.first_response, due.resolution) != before:
+                    changed += 1
+                    session.add(TicketEvent(ticket=ticket, kind="sla_recomputed", detail={
+                        "reason": "the calendars or SLA policies changed", "policy": policy.name,
+                        "first_response_due": due.first_response.isoformat(),
+                        "resolution_due": due.resolution.isoformat(),
+                        "previous": [d.isoformat() if d else None for d in before]}))
+        if stored is None:
+            session.add(Setting(name="sla_fingerprint", value=fingerprint))
+        else:
+            stored.value = fingerprint
+    if changed:
+        log.info("calendars or SLA policies changed: due dates of %d open tickets recomputed", changed)
+    return changed
 
 
 def _raise(app: App, session, ticket: Ticket, alert: Alert, now: datetime) -> list[int]:

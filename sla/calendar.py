@@ -141,6 +141,22 @@ class BusinessCalendar:
                 remaining -= close_at - begin
         raise AssertionError("unreachable")
 
+    def subtract(self, end: datetime, duration: Duration | timedelta) -> datetime:
+        """The latest instant from which `duration` of business time reaches `end`."""
+        if isinstance(duration, Duration):
+            duration = self.to_timedelta(duration)
+        end = end.astimezone(UTC)
+        remaining = duration
+        for day in self._days_from(end, step=-1):
+            for open_at, close_at in reversed(self.open_spans(day)):
+                if open_at >= end:
+                    continue
+                finish = min(close_at, end)
+                if finish - remaining >= open_at:
+                    return finish - remaining
+                remaining -= finish - open_at
+        raise AssertionError("unreachable")
+
     def between(self, start: datetime, end: datetime) -> timedelta:
         """Business time elapsed from `start` to `end` (negative if `end` is earlier)."""
         start, end = start.astimezone(UTC), end.astimezone(UTC)

@@ -90,3 +90,12 @@ def test_known_cases() -> None:
     # 24x7 across the spring change: a local day of 23 hours.
     spring = datetime(2026, 3, 29, 0, 0, tzinfo=ALWAYS.zone)
     assert ALWAYS.between(spring, datetime(2026, 3, 30, 0, 0, tzinfo=ALWAYS.zone)) == timedelta(hours=23)
+
+
+@settings(max_examples=150, deadline=None)
+@given(cal=st.sampled_from(CALENDARS), end=instants, minutes=st.integers(min_value=1, max_value=40 * 60))
+def test_subtract_matches_minute_by_minute(cal: BusinessCalendar, end: datetime, minutes: int) -> None:
+    start = cal.subtract(end, timedelta(minutes=minutes))
+    assert oracle_between(cal, start, end) == minutes
+    assert is_open(cal, start)  # the latest such start is an open minute
+    assert cal.add(start, timedelta(minutes=minutes)) <= end

@@ -133,3 +133,25 @@ def test_report_counts_met_and_breached_and_draws_a_page(make_config: ConfigFact
     html = page.read_text()
     assert "<svg" in html and html.count("<rect") == 7 and "kyc (3 answered)" in html
     app.close()
+
+
+def test_a_calendar_change_recomputes_open_tickets(make_config: ConfigFactory, mailbox: Mailbox,
+                                                   smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    path, config = make_config(calendar={"time_zone": "Asia/Singapore"})
+    prepared_app(config, tmp_path).close()
+    mailbox.append(text_mail("omar@example.com", "Question about fees", "what are the fees", "<c1@x>"))
+    assert run_once(path) == 0
+    app = App.from_config(config)
+    before = ticket(app).first_response_due
+    assert before is not None
+    # The desk now also closes every day of the coming three weeks: the first reply moves beyond them.
+    closed = [(before.date() + timedelta(days=d)).isoformat() for d in range(-2, 21)]
+    path, config = make_config(calendar={"time_zone": "Asia/Singapore", "closed": closed})
+    assert run_once(path) == 0
+    app = App.from_config(config)
+    after = ticket(app)
+    assert after.first_response_due is not None and after.first_response_due > before + timedelta(days=14)
+    assert [e.kind for e in after.events].count("sla_recomputed") == 1
+    assert run_once(path) == 0  # unchanged config: nothing recomputed again
+    assert [e.kind for e in ticket(app).events].count("sla_recomputed") == 1
+    app.close()
