@@ -238,6 +238,7 @@ def cmd_storage_rotate(args: argparse.Namespace) -> int:
 def cmd_sla_report(args: argparse.Namespace) -> int:
     from mailer.db import Ticket, utcnow
     from sla import report
+    from sla.calendar import parse_duration
 
     app = _app(args)
     since = datetime.fromisoformat(args.since).replace(tzinfo=app.calendar.zone) if args.since else None
@@ -248,8 +249,13 @@ def cmd_sla_report(args: argparse.Namespace) -> int:
             query = query.where(Ticket.created_at >= since)
         rows = session.execute(query).all()
     times = [report.TicketTimes(*row) for row in rows]
+    def target_hours(queue: str) -> float:
+        policy = app.config.sla.policy_for(queue, "normal")
+        calendar = app.calendars[policy.calendar]
+        return calendar.to_timedelta(parse_duration(policy.first_response)).total_seconds() / 3600
+
     reports = report.build(times, lambda t: app.calendars[app.config.sla.policy_for(t.queue, t.priority).calendar],
-                           utcnow())
+                           utcnow(), target_hours)
     if args.json:
         for item in reports:
             print(json.dumps(item.to_json(), ensure_ascii=False))
@@ -258,7 +264,7 @@ def cmd_sla_report(args: argparse.Namespace) -> int:
     if args.html:
         bins = [f"{lo}–{hi}h" if hi else f"{lo}h+" for lo, hi in report.BINS]
         page = app.renderer.env.get_template("report/sla.html.j2").render(
-            reports=reports, bins=bins, bad_from=4, desk_name=app.config.desk_name,
+            reports=reports, bins=bins, desk_name=app.config.desk_name,
             period=f"since {args.since}" if args.since else "at any time",
             generated=utcnow().astimezone(app.calendar.zone).strftime("%Y-%m-%d %H:%M %Z"))
         Path(args.html).write_text(page, encoding="utf-8")

@@ -24,6 +24,13 @@ class QueueReport:
     median_hours: float | None = None
     p90_hours: float | None = None
     histogram: list[int] = field(default_factory=lambda: [0] * len(BINS))
+    target_hours: float | None = None  # the first-reply target of the queue's normal priority
+
+    def bin_colours(self) -> list[str]:
+        """Green below the target, amber for the bin that holds it, red beyond."""
+        target = self.target_hours if self.target_hours is not None else float("inf")
+        return ["#2da44e" if hi is not None and hi <= target else "#d4a72c" if lo < target else "#cf222e"
+                for lo, hi in BINS]
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -41,7 +48,7 @@ class TicketTimes:
 
 
 def build(tickets: Iterable[TicketTimes], calendar_for: Callable[[TicketTimes], BusinessCalendar],
-          now: datetime) -> list[QueueReport]:
+          now: datetime, target_hours: Callable[[str], float] | None = None) -> list[QueueReport]:
     reports: dict[str, QueueReport] = {}
     hours: dict[str, list[float]] = {}
     for ticket in tickets:
@@ -61,6 +68,8 @@ def build(tickets: Iterable[TicketTimes], calendar_for: Callable[[TicketTimes], 
             report.breached += 1
         else:
             report.waiting += 1
+    for queue, report_ in reports.items():
+        report_.target_hours = target_hours(queue) if target_hours else None
     for queue, values in hours.items():
         values.sort()
         reports[queue].median_hours = round(_percentile(values, 0.5), 2)
