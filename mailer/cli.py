@@ -87,8 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mailer.daemon import Daemon, DaemonError
 
     app = _app(args)
-    if not app.config.mailboxes:
-        raise UserError(f"{app.config.source}: mailboxes: no [[mailboxes]] configured, nothing to read")
+    if not app.config.mailboxes and not (app.config.lmtp_listen and not args.once):
+        raise UserError(f"{app.config.source}: mailboxes: no [[mailboxes]] (or [lmtp] listen) configured, "
+                        "nothing to read")
     daemon = Daemon(app)
     if args.once:
         try:

@@ -186,6 +186,7 @@ class Config:
     attachments: AttachmentLimits = field(default_factory=AttachmentLimits)
     encryption_keys_env: str | None = None  # names the variable holding Fernet keys, newest first
     secret_env: str | None = None  # names the variable holding the ticket-address secret
+    lmtp_listen: tuple[str, int] | None = None  # host and port of the LMTP listener, if any
 
     @property
     def support_address(self) -> str:
@@ -500,6 +501,17 @@ def _secret_env(section: _Section) -> str | None:
     return variable
 
 
+def _lmtp(section: _Section) -> tuple[str, int] | None:
+    listen = section.str("listen")
+    section.done()
+    if listen is None:
+        return None
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise section.fail("listen", f'must be host:port such as "127.0.0.1:2424"; got {listen!r}')
+    return host.strip("[]"), int(port)
+
+
 def _encryption(section: _Section) -> str | None:
     from mailer.crypto import check_keys
 
@@ -595,6 +607,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         trust=_trust(top.table("trust")),
         attachments=_attachments(top.table("attachments")),
         encryption_keys_env=_encryption(top.table("encryption")),
+        lmtp_listen=_lmtp(top.table("lmtp")),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,
         default_language=desk.choice("language", ("en", "zh"), "en"),

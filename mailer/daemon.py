@@ -19,6 +19,7 @@ from mailer.app import App
 from mailer.db import Outbox, RawMessage, utcnow
 from mailer.escalate import escalate, recompute_if_changed
 from mailer.intake import NETWORK_ERRORS, MailboxIntake, connect
+from mailer.lmtp import start_listener
 from mailer.workers import Workers
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,10 @@ class Daemon:
 
     def run(self) -> None:
         self._start()
+        listener = None
+        if self.app.config.lmtp_listen:
+            host, port = self.app.config.lmtp_listen
+            listener = start_listener(self.app, host, port, self.workers.enqueue_process)
         threads = [threading.Thread(target=self._serve_mailbox, args=(intake,), name=f"intake-{intake.config.name}",
                                     daemon=True) for intake in self.intakes]
         for thread in threads:
@@ -141,6 +146,8 @@ class Daemon:
                 self.workers.sla_actor.send()
         finally:
             log.info("stopping: finishing work in hand")
+            if listener is not None:
+                listener.stop()
             for thread in threads:
                 thread.join(timeout=30)
             self._shutdown()

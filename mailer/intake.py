@@ -42,6 +42,18 @@ HEADER_LIMIT = 64 * 1024
 _headers = BytesHeaderParser(policy=compat32)
 
 
+def raw_row(mailbox: str, uid: int, raw: bytes, sealer: Sealer) -> RawMessage:
+    """A ledger row for mail as received: Message-ID (or one derived from the bytes), hash, sealed bytes."""
+    sha = hashlib.sha256(raw).hexdigest()
+    try:
+        header_value = _headers.parsebytes(raw).get("Message-ID")
+    except Exception:  # an unreadable header block still gets stored; parsing will record why
+        header_value = None
+    message_id, _ = message_id_or_derived(header_value, sha)
+    return RawMessage(mailbox=mailbox, uidvalidity=0, uid=uid, message_id=message_id, sha256=sha, size=len(raw),
+                      raw=sealer.seal(raw), received_at=utcnow())
+
+
 def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield list(items[start:start + size])
@@ -107,14 +119,7 @@ class MailboxIntake:
         return sorted(rows, key=lambda r: r.uid)
 
     def _row(self, uid: int, raw: bytes) -> RawMessage:
-        sha = hashlib.sha256(raw).hexdigest()
-        try:
-            header_value = _headers.parsebytes(raw).get("Message-ID")
-        except Exception:  # an unreadable header block still gets stored; parsing will record why
-            header_value = None
-        message_id, _ = message_id_or_derived(header_value, sha)
-        return RawMessage(mailbox=self.config.name, uidvalidity=0, uid=uid, message_id=message_id, sha256=sha,
-                          size=len(raw), raw=self.sealer.seal(raw), received_at=utcnow())
+        return raw_row(self.config.name, uid, raw, self.sealer)
 
     def _checkpoint(self, uidvalidity: int) -> int:
         with self.db.session() as session:

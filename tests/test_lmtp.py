@@ -1,0 +1,90 @@
+"""Push delivery over LMTP: stored before the 250, then the same pipeline as IMAP intake."""
+
+from __future__ import annotations
+
+import smtplib
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from mailer.app import App
+from mailer.config import load_config
+from mailer.daemon import Daemon
+from mailer.db import RawMessage, Ticket
+from mailer.embedded import SmtpSink, free_port
+from mailer.samples import text_mail
+from tests.conftest import ConfigFactory, prepared_app
+
+
+def test_lmtp_delivery_becomes_a_ticket_and_an_ack(make_config: ConfigFactory, smtp_sink: SmtpSink,
+                                                   tmp_path: Path) -> None:
+    port = free_port()
+    path, config = make_config(mailboxes=[], lmtp={"listen": f"127.0.0.1:{port}"})
+    prepared_app(config, tmp_path).close()
+    daemon = Daemon(App.from_config(load_config(path)))
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            try:
+                client = smtplib.LMTP("127.0.0.1", port)
+                break
+            except OSError:
+                time.sleep(0.05)
+        with client:
+            # One recipient: Python's LMTP client reads a single reply after DATA (see the test below).
+            refused = client.sendmail("omar@example.com", ["support@desk.example"],
+                                      text_mail("omar@example.com", "Deposit not credited", "missing", "<l1@x>"))
+        assert refused == {}
+        deadline = time.monotonic() + 30
+        while not smtp_sink.delivered and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        daemon.stop()
+        thread.join(timeout=30)
+    assert [m.rcpt_tos for m in smtp_sink.delivered] == [["omar@example.com"]]
+    app = App.from_config(config)
+    with app.db.reading() as session:
+        raw = session.scalar(select(RawMessage))
+        ticket = session.scalar(select(Ticket))
+        assert raw is not None and raw.mailbox == "lmtp" and raw.status == "done"
+        assert ticket is not None and ticket.queue == "deposits"
+    app.close()
+
+
+def test_lmtp_answers_each_recipient(make_config: ConfigFactory, tmp_path: Path) -> None:
+    """LMTP wants one reply per recipient; a raw protocol check without a full daemon."""
+    from mailer.lmtp import start_listener
+
+    port = free_port()
+    _, config = make_config(mailboxes=[], lmtp={"listen": f"127.0.0.1:{port}"})
+    app = prepared_app(config, tmp_path)
+    stored: list[int] = []
+    controller = start_listener(app, "127.0.0.1", port, stored.extend)
+    try:
+        import socket
+
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            reader = sock.makefile("rb")
+
+            def say(line: bytes) -> bytes:
+                sock.sendall(line + b"\r\n")
+                return reader.readline()
+
+            reader.readline()
+            sock.sendall(b"LHLO mx\r\n")
+            while not reader.readline().startswith(b"250 "):
+                pass
+            assert say(b"MAIL FROM:<a@b.example>").startswith(b"250")
+            assert say(b"RCPT TO:<support@desk.example>").startswith(b"250")
+            assert say(b"RCPT TO:<help@desk.example>").startswith(b"250")
+            assert say(b"DATA").startswith(b"354")
+            sock.sendall(text_mail("a@b.example", "hi", "hello", "<l2@x>") + b"\r\n.\r\n")
+            replies = [reader.readline(), reader.readline()]
+        assert all(r.startswith(b"250 2.0.0 stored as") for r in replies)
+        assert len(stored) == 1
+    finally:
+        controller.stop()
+        app.close()
