@@ -106,6 +106,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_lmtp(args: argparse.Namespace) -> int:
+    """The daemon with the LMTP listener only: no IMAP intake, mail arrives pushed by the MTA."""
+    from dataclasses import replace
+
+    from mailer.daemon import Daemon
+
+    app = _app(args)
+    listen = app.config.lmtp_listen
+    if args.listen:
+        host, _, port = args.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise UserError(f'--listen must be host:port such as "127.0.0.1:2424"; got {args.listen!r}')
+        listen = (host.strip("[]"), int(port))
+    if listen is None:
+        raise UserError(f"{app.config.source}: lmtp.listen: not configured; give --listen host:port")
+    app.config = replace(app.config, mailboxes=(), lmtp_listen=listen)
+    daemon = Daemon(app)
+    _on_signals(daemon.stop)
+    daemon.run()
+    return EXIT_OK
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     import threading
 
@@ -296,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", cmd_run, "run the daemon until SIGTERM/SIGINT")
     run.add_argument("--once", action="store_true", help="process what is in the mailboxes now, send replies, exit")
+    lmtp = command("lmtp", cmd_lmtp, "run the daemon with only the LMTP listener (mail pushed by an MTA)")
+    lmtp.add_argument("--listen", metavar="HOST:PORT", help="default: [lmtp] listen from the config")
     worker = command("worker", cmd_worker, "run broker workers only (Redis or RabbitMQ broker)")
     worker.add_argument("--threads", type=int, default=0)
     check = command("check-config", cmd_check_config, "validate a config file and exit", config=False)

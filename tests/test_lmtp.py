@@ -88,3 +88,34 @@ def test_lmtp_answers_each_recipient(make_config: ConfigFactory, tmp_path: Path)
     finally:
         controller.stop()
         app.close()
+
+
+def test_supportd_lmtp_command_serves_until_sigterm(make_config: ConfigFactory, smtp_sink: SmtpSink,
+                                                   tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    path, config = make_config(mailboxes=[])
+    prepared_app(config, tmp_path).close()
+    daemon = subprocess.Popen([sys.executable, "-m", "mailer", "--log-level", "WARNING", "lmtp", "--config",
+                               str(path), "--listen", f"127.0.0.1:{port}"], stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            try:
+                client = smtplib.LMTP("127.0.0.1", port)
+                break
+            except OSError:
+                time.sleep(0.05)
+        with client:
+            client.sendmail("omar@example.com", ["support@desk.example"],
+                            text_mail("omar@example.com", "Deposit not credited", "missing", "<l3@x>"))
+        deadline = time.monotonic() + 30
+        while not smtp_sink.delivered and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, err.decode()
+    assert [m.rcpt_tos for m in smtp_sink.delivered] == [["omar@example.com"]]
