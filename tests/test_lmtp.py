@@ -18,6 +18,24 @@ from mailer.samples import text_mail
 from tests.conftest import ConfigFactory, prepared_app
 
 
+def deliver_and_wait(port: int, raw: bytes, sink: SmtpSink) -> None:
+    """Hand one mail over LMTP once the listener is up, then wait for the acknowledgement at the sink.
+
+    One recipient: Python's LMTP client reads a single reply after DATA (see test_lmtp_answers_each_recipient).
+    """
+    for _ in range(200):
+        try:
+            client = smtplib.LMTP("127.0.0.1", port)
+            break
+        except OSError:
+            time.sleep(0.05)
+    with client:
+        assert client.sendmail("omar@example.com", ["support@desk.example"], raw) == {}
+    deadline = time.monotonic() + 30
+    while not sink.delivered and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_lmtp_delivery_becomes_a_ticket_and_an_ack(make_config: ConfigFactory, smtp_sink: SmtpSink,
                                                    tmp_path: Path) -> None:
     port = free_port()
@@ -27,20 +45,7 @@ def test_lmtp_delivery_becomes_a_ticket_and_an_ack(make_config: ConfigFactory, s
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
-        for _ in range(100):
-            try:
-                client = smtplib.LMTP("127.0.0.1", port)
-                break
-            except OSError:
-                time.sleep(0.05)
-        with client:
-            # One recipient: Python's LMTP client reads a single reply after DATA (see the test below).
-            refused = client.sendmail("omar@example.com", ["support@desk.example"],
-                                      text_mail("omar@example.com", "Deposit not credited", "missing", "<l1@x>"))
-        assert refused == {}
-        deadline = time.monotonic() + 30
-        while not smtp_sink.delivered and time.monotonic() < deadline:
-            time.sleep(0.05)
+        deliver_and_wait(port, text_mail("omar@example.com", "Deposit not credited", "missing", "<l1@x>"), smtp_sink)
     finally:
         daemon.stop()
         thread.join(timeout=30)
@@ -102,18 +107,7 @@ def test_supportd_lmtp_command_serves_until_sigterm(make_config: ConfigFactory, 
     daemon = subprocess.Popen([sys.executable, "-m", "mailer", "--log-level", "WARNING", "lmtp", "--config",
                                str(path), "--listen", f"127.0.0.1:{port}"], stderr=subprocess.PIPE)
     try:
-        for _ in range(200):
-            try:
-                client = smtplib.LMTP("127.0.0.1", port)
-                break
-            except OSError:
-                time.sleep(0.05)
-        with client:
-            client.sendmail("omar@example.com", ["support@desk.example"],
-                            text_mail("omar@example.com", "Deposit not credited", "missing", "<l3@x>"))
-        deadline = time.monotonic() + 30
-        while not smtp_sink.delivered and time.monotonic() < deadline:
-            time.sleep(0.05)
+        deliver_and_wait(port, text_mail("omar@example.com", "Deposit not credited", "missing", "<l3@x>"), smtp_sink)
     finally:
         daemon.send_signal(signal.SIGTERM)
         _, err = daemon.communicate(timeout=60)
