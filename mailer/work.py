@@ -1,0 +1,144 @@
+"""The state one mail carries through the stages, and the helpers every stage module shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailer.app import App
+from mailer.compose import schedule_reply
+from mailer.db import Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage
+from parsing.attachments import judge
+from parsing.message import ParsedMail
+from routing.dedup import ThreadMatch
+from routing.rules import RouteDecision
+from routing.verify import Verification, normalize_address
+from sla.clock import pause, recompute, resume
+
+
+@dataclass
+class Work:
+    app: App
+    session: Session
+    raw: RawMessage
+    mail: ParsedMail | None = None
+    verification: Verification | None = None
+    automatic: str | None = None
+    thread: ThreadMatch | None = None
+    route: RouteDecision | None = None
+    ticket: Ticket | None = None
+    message: TicketMessage | None = None
+    outbox: list[Outbox] = field(default_factory=list)
+    secrets: tuple[str, ...] = ()  # kinds of secret found and redacted (never the values)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # attachments not stored: (name, reason)
+    reopened: bool = False
+    outcome: str = "done"
+
+
+Stage = Callable[[Work], bool]
+
+
+def pause_clock(work: Work, ticket: Ticket, reason: str) -> None:
+    if pause(ticket, work.raw.received_at):
+        event(work, ticket, "sla_paused", clock="resolution", reason=reason)
+
+
+def resume_clock(work: Work, ticket: Ticket, reason: str) -> None:
+    calendar, policy = work.app.sla_for(ticket)
+    stood = resume(ticket, calendar, policy, work.raw.received_at)
+    event(work, ticket, "sla_resumed", clock="resolution", reason=reason,
+           paused_minutes=round(stood.total_seconds() / 60),
+           resolution_due=ticket.resolution_due.isoformat() if ticket.resolution_due else None)
+
+
+def recompute_clock(work: Work, ticket: Ticket, reason: str) -> None:
+    calendar, policy = work.app.sla_for(ticket)
+    before = ticket.first_response_due, ticket.resolution_due
+    due = recompute(ticket, calendar, policy)
+    ticket.sla_calendar = policy.calendar
+    if (due.first_response, due.resolution) != before:
+        event(work, ticket, "sla_recomputed", reason=reason, policy=policy.name,
+               first_response_due=due.first_response.isoformat(), resolution_due=due.resolution.isoformat())
+
+
+def store_attachments(work: Work, message: TicketMessage) -> None:
+    limits = work.app.config.attachments
+    for index, part in enumerate(mail_of(work).attachments):
+        verdict = judge(part.filename, part.content, limits)
+        refused = verdict.refused or (f"more than {limits.max_count} attachments" if index >= limits.max_count
+                                      else None)
+        if refused is None:
+            work.app.store.put(part.content)
+        else:
+            work.refused.append((part.filename, refused))
+        message.attachments.append(Attachment(filename=part.filename, content_type=verdict.detected_type,
+                                              declared_type=part.content_type, size=part.size, sha256=part.sha256,
+                                              refused_reason=refused))
+
+
+def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context: dict[str, object]) -> None:
+    """The one outbound policy for automatic mail: a usable address, once per key, under the daily cap."""
+    ticket = ticket_of(work)
+    if normalize_address(to_address) is None:
+        event(work, ticket, "no_reply", purpose=purpose, reason="no usable sender address")
+        return
+    if work.session.scalar(select(Outbox.id).where(Outbox.idempotency_key == key)):
+        event(work, ticket, "no_reply", purpose=purpose, reason="already sent")
+        return
+    if automatic_replies_today(work, to_address) >= work.app.config.dedup.max_auto_replies_per_day:
+        event(work, ticket, "no_reply", purpose=purpose, reason=f"daily cap for {to_address} reached")
+        return
+    row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose=purpose,
+                         key=key, to_address=to_address, replying_to=message_of(work), context=context)
+    work.outbox.append(row)
+    event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
+
+
+AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning", "attachment_refused")
+
+
+def automatic_replies_today(work: Work, address: str) -> int:
+    since = work.raw.received_at - timedelta(hours=24)
+    return work.session.scalar(select(func.count()).where(
+        Outbox.to_address == address, Outbox.purpose.in_(AUTOMATIC_PURPOSES), Outbox.created_at >= since)) or 0
+
+
+def common_context(work: Work) -> dict[str, object]:
+    return {"desk_name": work.app.config.desk_name, "customer_name": None, "anti_phishing_code": None}
+
+
+def event(work: Work, ticket: Ticket, kind: str, **detail: object) -> None:
+    work.session.add(TicketEvent(ticket=ticket, kind=kind, detail=detail))
+
+
+def first_from(mail: ParsedMail) -> str:
+    return mail.from_[0].address if mail.from_ else ""
+
+
+def mail_of(work: Work) -> ParsedMail:
+    assert work.mail is not None, "stage order: parse comes first"
+    return work.mail
+
+
+def verification_of(work: Work) -> Verification:
+    assert work.verification is not None, "stage order: verify comes before this stage"
+    return work.verification
+
+
+def ticket_of(work: Work) -> Ticket:
+    assert work.ticket is not None, "stage order: record comes before this stage"
+    return work.ticket
+
+
+def route_of(work: Work) -> RouteDecision:
+    assert work.route is not None, "stage order: route comes before this stage"
+    return work.route
+
+
+def message_of(work: Work) -> TicketMessage:
+    assert work.message is not None, "stage order: record comes before this stage"
+    return work.message
