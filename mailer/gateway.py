@@ -16,13 +16,11 @@ from mailer.work import (
     common_context,
     event,
     first_from,
-    mail_of,
-    message_of,
+    need,
     pause_clock,
     recompute_clock,
     resume_clock,
     store_attachments,
-    ticket_of,
 )
 from routing.authresults import evaluate
 from routing.specialists import SpecialistReply, find_ticket_address, parse_reply, ticket_address
@@ -37,7 +35,7 @@ def handle_specialist_reply(work: Work) -> bool:
     reason, and the queue's lead is told. Unknown commands: nothing is applied or relayed, and the
     specialist gets the reason back.
     """
-    mail, app = mail_of(work), work.app
+    mail, app = need(work.mail, "parse"), work.app
     recipients = [a.address for a in mail.to] + [v for n in ("delivered-to", "x-original-to")
                                                  for v in mail.headers.get(n, ())]
     found = find_ticket_address(recipients, app.config.support_address, app.secret)
@@ -83,7 +81,7 @@ def _gateway_problem(work: Work, token_valid: bool, ticket: Ticket | None, sende
         return f"{sender or 'the sender'} is not a specialist of queue {ticket.queue!r}"
     trust = work.app.config.trust
     if trust is not None:
-        auth = evaluate(mail_of(work).trace, trust.authserv_id, trust.received_hops)
+        auth = evaluate(need(work.mail, "parse").trace, trust.authserv_id, trust.received_hops)
         policy = "dmarc" if queue.auth_policy == "dmarc" else "aligned"
         if not auth.meets(policy, sender.rpartition("@")[2]):
             return f"our MTA's report does not meet the {policy!r} policy for specialists"
@@ -91,7 +89,7 @@ def _gateway_problem(work: Work, token_valid: bool, ticket: Ticket | None, sende
 
 
 def _record_inbound(work: Work, ticket: Ticket, kind: str, sender: str) -> TicketMessage:
-    mail = mail_of(work)
+    mail = need(work.mail, "parse")
     message = work.message = TicketMessage(
         ticket=ticket, raw_message_id=work.raw.id, direction="in", kind=kind, message_id=mail.message_id,
         in_reply_to=mail.in_reply_to, references=list(mail.references[-20:]), from_address=sender,
@@ -160,21 +158,23 @@ def _tell_queue_lead(work: Work, ticket: Ticket, sender: str, problem: str) -> N
 
 def _queue_internal(work: Work, purpose: str, to_address: str, context: dict[str, object]) -> None:
     """Mail to our own people: English, from the support address, never counted against a customer's cap."""
-    row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket_of(work), purpose=purpose,
+    row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=need(work.ticket, "record"),
+                         purpose=purpose,
                          key=f"{purpose}:{work.raw.message_id}:{to_address}", to_address=to_address,
-                         replying_to=message_of(work), context={**common_context(work), **context},
+                         replying_to=need(work.message, "record"), context={**common_context(work), **context},
                          auto_submitted="auto-generated", language="en")
     work.outbox.append(row)
 
 
 def forward_to_specialists(work: Work) -> bool:
     """A new or reopened ticket goes to its queue's specialists, who answer through the ticket address."""
-    ticket = ticket_of(work)
+    ticket = need(work.ticket, "record")
     queue = work.app.config.queues[ticket.queue]
     if work.automatic or not queue.specialists or (work.thread is not None and not work.reopened):
         return True
-    mail, address = mail_of(work), ticket_address(work.app.config.support_address, ticket.id, work.app.secret)
-    message = message_of(work)
+    mail = need(work.mail, "parse")
+    address = ticket_address(work.app.config.support_address, ticket.id, work.app.secret)
+    message = need(work.message, "record")
     files = tuple(OutgoingFile(a.filename, a.content_type, work.app.store.get(a.sha256))
                   for a in message.attachments if a.refused_reason is None)
     due = ticket.first_response_due

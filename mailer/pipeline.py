@@ -32,13 +32,10 @@ from mailer.work import (
     common_context,
     event,
     first_from,
-    mail_of,
+    need,
     queue_automatic,
     resume_clock,
-    route_of,
     store_attachments,
-    ticket_of,
-    verification_of,
 )
 from parsing.identifiers import extract_identifiers
 from parsing.message import parse, without_body
@@ -63,7 +60,7 @@ def parse_mail(work: Work) -> bool:
 
 def redact_secrets(work: Work) -> bool:
     """Replace passwords, seed phrases, keys and codes before anything below stores or shows the text."""
-    mail = mail_of(work)
+    mail = need(work.mail, "parse")
     subject, text = redact(mail.subject), redact(mail.text)
     if not (subject.found or text.found):
         return True  # the new text is part of the whole text: nothing there either
@@ -79,7 +76,7 @@ def redact_secrets(work: Work) -> bool:
 
 def match_bounce(work: Work) -> bool:
     """A delivery report about one of our mails marks that outbox row; it never becomes a ticket."""
-    report = mail_of(work).report
+    report = need(work.mail, "parse").report
     if report is None:
         return True
     row = None
@@ -100,10 +97,11 @@ def match_bounce(work: Work) -> bool:
 
 
 def skip_exact_duplicate(work: Work) -> bool:
-    reason = find_exact_duplicate(work.session, mail_of(work), work.raw.id)
+    reason = find_exact_duplicate(work.session, need(work.mail, "parse"), work.raw.id)
     if reason is None:
         return True
-    existing = work.session.scalar(select(TicketMessage).where(TicketMessage.message_id == mail_of(work).message_id))
+    message_id = need(work.mail, "parse").message_id
+    existing = work.session.scalar(select(TicketMessage).where(TicketMessage.message_id == message_id))
     if existing is not None:
         work.raw.ticket_id = existing.ticket_id
         event(work, existing.ticket, "duplicate", reason=reason, mailbox=work.raw.mailbox, uid=work.raw.uid)
@@ -112,24 +110,24 @@ def skip_exact_duplicate(work: Work) -> bool:
 
 
 def verify(work: Work) -> bool:
-    work.verification = verify_sender(mail_of(work), lambda address: _find_account(work.session, address))
+    work.verification = verify_sender(need(work.mail, "parse"), lambda address: _find_account(work.session, address))
     return True
 
 
 def screen_automatic(work: Work) -> bool:
-    work.automatic = automatic_reason(mail_of(work), work.app.sender.loop_token)
+    work.automatic = automatic_reason(need(work.mail, "parse"), work.app.sender.loop_token)
     return True
 
 
 def find_ticket(work: Work) -> bool:
-    work.thread = find_thread(work.session, mail_of(work), verification_of(work).address)
+    work.thread = find_thread(work.session, need(work.mail, "parse"), need(work.verification, "verify").address)
     return True
 
 
 def find_repeated_complaint(work: Work) -> bool:
     if work.thread is None:
-        verification, dedup = verification_of(work), work.app.config.dedup
-        work.thread = find_repeat(work.session, mail_of(work), verification.address, verification.verified,
+        verification, dedup = need(work.verification, "verify"), work.app.config.dedup
+        work.thread = find_repeat(work.session, need(work.mail, "parse"), verification.address, verification.verified,
                                   now=work.raw.received_at, window=timedelta(days=dedup.window_days),
                                   threshold=dedup.similarity)
     return True
@@ -146,17 +144,17 @@ def drop_unthreaded_automatic(work: Work) -> bool:
 
 def route(work: Work) -> bool:
     """Routed even when threaded: the queue's policy decides how much authentication the sender needs."""
-    work.route = work.app.router.route(mail_of(work), verification_of(work).address)
+    work.route = work.app.router.route(need(work.mail, "parse"), need(work.verification, "verify").address)
     return True
 
 
 def authenticate(work: Work) -> bool:
     """A registered address counts only if our MTA's report meets the queue's policy; otherwise spoofed."""
-    trust, verification = work.app.config.trust, verification_of(work)
+    trust, verification = work.app.config.trust, need(work.verification, "verify")
     if trust is None or verification.status != VERIFIED or verification.address is None:
         return True
-    auth = evaluate(mail_of(work).trace, trust.authserv_id, trust.received_hops)
-    queue = work.thread.ticket.queue if work.thread is not None else route_of(work).queue
+    auth = evaluate(need(work.mail, "parse").trace, trust.authserv_id, trust.received_hops)
+    queue = work.thread.ticket.queue if work.thread is not None else need(work.route, "route").queue
     policy = work.app.config.queues[queue].auth_policy
     domain = verification.address.rpartition("@")[2]
     if auth.dmarc == "fail" or not auth.meets(policy, domain):
@@ -173,7 +171,7 @@ def authenticate(work: Work) -> bool:
 
 def record(work: Work) -> bool:
     """Write the ticket (new or joined), the message, its attachments and the events that explain them."""
-    mail, verification = mail_of(work), verification_of(work)
+    mail, verification = need(work.mail, "parse"), need(work.verification, "verify")
     if work.thread is not None:
         ticket = work.ticket = work.thread.ticket
         if ticket.status == "closed":
@@ -210,7 +208,7 @@ def schedule_replies(work: Work) -> bool:
     A repeat gets at most one short "we already have this" per ticket and day; a reply in the thread and
     any automatic mail get nothing.
     """
-    ticket, verification = ticket_of(work), verification_of(work)
+    ticket, verification = need(work.ticket, "record"), need(work.verification, "verify")
     if work.automatic or (work.thread is not None and not work.thread.repeat):
         return True
     if verification.status == SPOOFED:
@@ -227,18 +225,18 @@ def schedule_replies(work: Work) -> bool:
     else:
         # Same words whatever the reason, so the answer reveals nothing about the account directory.
         queue_automatic(work, "unverified", f"unverified:{work.raw.message_id}",
-                         verification.address or first_from(mail_of(work)), common_context(work))
+                         verification.address or first_from(need(work.mail, "parse")), common_context(work))
     return True
 
 
 def warn_about_secrets(work: Work) -> bool:
     """Whoever pasted a secret is told to treat it as exposed: move funds, change passwords, rotate keys."""
     if work.secrets:
-        ticket = ticket_of(work)
+        ticket = need(work.ticket, "record")
         event(work, ticket, "secrets_redacted", kinds=list(work.secrets),
                raw=work.app.config.raw_with_secrets)
-        if not work.automatic and verification_of(work).status != SPOOFED:
-            to_address = verification_of(work).address or first_from(mail_of(work))
+        if not work.automatic and need(work.verification, "verify").status != SPOOFED:
+            to_address = need(work.verification, "verify").address or first_from(need(work.mail, "parse"))
             queue_automatic(work, "secret_warning", f"secret_warning:{work.raw.message_id}", to_address,
                              {**common_context(work), "kinds": kind_names(work.secrets, ticket.language)})
     return True
@@ -247,17 +245,17 @@ def warn_about_secrets(work: Work) -> bool:
 def tell_about_refused_attachments(work: Work) -> bool:
     """The mail is a ticket all the same; the sender learns which files were not taken, and why."""
     if work.refused:
-        ticket = ticket_of(work)
+        ticket = need(work.ticket, "record")
         event(work, ticket, "attachments_refused", files=[{"name": n, "reason": r} for n, r in work.refused])
-        if not work.automatic and verification_of(work).status != SPOOFED:
-            to_address = verification_of(work).address or first_from(mail_of(work))
+        if not work.automatic and need(work.verification, "verify").status != SPOOFED:
+            to_address = need(work.verification, "verify").address or first_from(need(work.mail, "parse"))
             queue_automatic(work, "attachment_refused", f"attachment_refused:{work.raw.message_id}", to_address,
                              {**common_context(work), "files": work.refused})
     return True
 
 
 def _ack_context(work: Work, account: AccountRef) -> dict[str, object]:
-    ticket, config = ticket_of(work), work.app.config
+    ticket, config = need(work.ticket, "record"), work.app.config
     due = ticket.first_response_due
     calendar, policy = work.app.sla_for(ticket)
     return {
@@ -368,7 +366,8 @@ def _quarantine_alone(app: App, raw_id: int) -> Result:
 
 
 def _new_ticket(work: Work) -> Ticket:
-    mail, verification, route, app = mail_of(work), verification_of(work), route_of(work), work.app
+    mail, verification = need(work.mail, "parse"), need(work.verification, "verify")
+    route, app = need(work.route, "route"), work.app
     account = verification.account if verification.verified else None
     arrived = work.raw.received_at
     policy = app.config.sla.policy_for(route.queue, route.priority)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -18,6 +19,8 @@ from routing.dedup import ThreadMatch
 from routing.rules import RouteDecision
 from routing.verify import Verification, normalize_address
 from sla.clock import pause, recompute, resume
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -67,7 +70,7 @@ def recompute_clock(work: Work, ticket: Ticket, reason: str) -> None:
 
 def store_attachments(work: Work, message: TicketMessage) -> None:
     limits = work.app.config.attachments
-    for index, part in enumerate(mail_of(work).attachments):
+    for index, part in enumerate(need(work.mail, "parse").attachments):
         verdict = judge(part.filename, part.content, limits)
         refused = verdict.refused or (f"more than {limits.max_count} attachments" if index >= limits.max_count
                                       else None)
@@ -82,7 +85,7 @@ def store_attachments(work: Work, message: TicketMessage) -> None:
 
 def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context: dict[str, object]) -> None:
     """The one outbound policy for automatic mail: a usable address, once per key, under the daily cap."""
-    ticket = ticket_of(work)
+    ticket = need(work.ticket, "record")
     if normalize_address(to_address) is None:
         event(work, ticket, "no_reply", purpose=purpose, reason="no usable sender address")
         return
@@ -93,7 +96,7 @@ def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context
         event(work, ticket, "no_reply", purpose=purpose, reason=f"daily cap for {to_address} reached")
         return
     row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose=purpose,
-                         key=key, to_address=to_address, replying_to=message_of(work), context=context)
+                         key=key, to_address=to_address, replying_to=need(work.message, "record"), context=context)
     work.outbox.append(row)
     event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
 
@@ -119,26 +122,7 @@ def first_from(mail: ParsedMail) -> str:
     return mail.from_[0].address if mail.from_ else ""
 
 
-def mail_of(work: Work) -> ParsedMail:
-    assert work.mail is not None, "stage order: parse comes first"
-    return work.mail
-
-
-def verification_of(work: Work) -> Verification:
-    assert work.verification is not None, "stage order: verify comes before this stage"
-    return work.verification
-
-
-def ticket_of(work: Work) -> Ticket:
-    assert work.ticket is not None, "stage order: record comes before this stage"
-    return work.ticket
-
-
-def route_of(work: Work) -> RouteDecision:
-    assert work.route is not None, "stage order: route comes before this stage"
-    return work.route
-
-
-def message_of(work: Work) -> TicketMessage:
-    assert work.message is not None, "stage order: record comes before this stage"
-    return work.message
+def need(value: T | None, stage: str) -> T:
+    """A result an earlier stage must have produced; None here means the stage list is out of order."""
+    assert value is not None, f"stage order: {stage} must come before this stage"
+    return value
