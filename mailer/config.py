@@ -215,7 +215,8 @@ class _Section:
                 raise self.fail(name, "is required")
             return default
         value = self.data[name]
-        if isinstance(value, bool) and kind is not bool and kind != (int, float):
+        # TOML true/false are Python ints too; where a number is wanted they are a mistake, not 1 and 0.
+        if isinstance(value, bool) and kind is not bool:
             raise self.fail(name, f"must be {_kind_name(kind)}, not a boolean")
         if not isinstance(value, kind):
             raise self.fail(name, f"must be {_kind_name(kind)}, not {type(value).__name__} {value!r}")

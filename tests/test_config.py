@@ -67,6 +67,8 @@ def test_mistakes_in_the_mailbox_table(tmp_path: Path) -> None:
         load_config(write(tmp_path, MINIMAL.replace("imap://support", "http://support")))
     with pytest.raises(ConfigError, match=r"mailboxes\[0\]\.batch_size: must be an integer"):
         load_config(write(tmp_path, MINIMAL.replace('name = "support"', 'name = "support"\nbatch_size = "ten"')))
+    with pytest.raises(ConfigError, match=r"mailboxes\[0\]\.poll_interval: must be an integer or a number, not a bool"):
+        load_config(write(tmp_path, MINIMAL.replace('name = "support"', 'name = "support"\npoll_interval = true')))
     with pytest.raises(ConfigError, match=r"mailboxes\[0\]\.password_env: environment variable NOPE_X is not set"):
         load_config(write(tmp_path, MINIMAL.replace('name = "support"', 'name = "support"\npassword_env = "NOPE_X"')))
 
