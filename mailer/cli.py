@@ -12,12 +12,17 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from mailer.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:  # the CLI imports the heavy modules only for the command that runs
+    from mailer.app import App
+    from mailer.db import Ticket
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -34,7 +39,7 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(_config_path(args))
 
 
-def _app(args: argparse.Namespace, *, upgrade: bool = True):
+def _app(args: argparse.Namespace, *, upgrade: bool = True) -> App:
     from mailer import migrate
     from mailer.app import App
 
@@ -169,14 +174,17 @@ def cmd_tickets_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ticket_json(ticket, message_count: int) -> dict[str, object]:
-    iso = lambda d: d.isoformat() if d else None  # noqa: E731
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _ticket_json(ticket: Ticket, message_count: int) -> dict[str, object]:
     return {
         "id": ticket.id, "queue": ticket.queue, "priority": ticket.priority, "status": ticket.status,
         "customer_email": ticket.customer_email, "verified": ticket.verified, "subject": ticket.subject,
         "language": ticket.language, "message_count": message_count, "identifiers": ticket.identifiers,
-        "created_at": iso(ticket.created_at), "first_response_due": iso(ticket.first_response_due),
-        "resolution_due": iso(ticket.resolution_due),
+        "created_at": _iso(ticket.created_at), "first_response_due": _iso(ticket.first_response_due),
+        "resolution_due": _iso(ticket.resolution_due),
     }
 
 

@@ -301,8 +301,5 @@ class Database:
         with self.read_sessions() as session, session.begin():
             yield session
 
-    def create_all(self) -> None:
-        Base.metadata.create_all(self.engine)
-
     def dispose(self) -> None:
         self.engine.dispose()

@@ -7,9 +7,11 @@ raises the ticket's priority one step.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import datetime
 
+import holidays
 from sqlalchemy import select
 
 from mailer.app import App
@@ -40,10 +42,6 @@ def escalate(app: App, now: datetime) -> list[int]:
 
 def sla_fingerprint(app: App) -> str:
     """Everything due dates depend on besides the ticket: calendars, policies, the holidays data version."""
-    import hashlib
-
-    import holidays
-
     text = repr((sorted(app.config.calendars.items()), app.config.calendar, app.config.sla, holidays.__version__))
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -46,5 +46,8 @@ class Renderer:
 
     def render(self, purpose: str, language: str, context: dict[str, object]) -> Rendered:
         language = language if language in LANGUAGES else "en"
-        part = lambda kind: self.env.get_template(f"{purpose}/{language}.{kind}.j2").render(context)  # noqa: E731
+
+        def part(kind: str) -> str:
+            return self.env.get_template(f"{purpose}/{language}.{kind}.j2").render(context)
+
         return Rendered(subject=single_line(part("subject")), text=part("txt"), html=part("html"))
