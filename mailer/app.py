@@ -14,6 +14,7 @@ from mailer.crypto import Sealer
 from mailer.db import Database, Ticket
 from mailer.smtp import SmtpClient
 from mailer.store import ContentStore
+from routing.help import HelpIndex
 from routing.rules import Router
 from sla.calendar import BusinessCalendar
 from templates import Renderer
@@ -45,6 +46,14 @@ class App:
     @cached_property
     def router(self) -> Router:
         return Router(self.config.rules)
+
+    @cached_property
+    def help_index(self) -> HelpIndex | None:
+        """The knowledge base's BM25 indexes, built once (the daemon builds them at start)."""
+        help_config = self.config.help
+        if help_config is None:
+            return None
+        return HelpIndex(help_config.articles, help_config.min_score, help_config.max_suggestions)
 
     @cached_property
     def renderer(self) -> Renderer:

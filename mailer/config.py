@@ -163,6 +163,16 @@ class DedupConfig:
 
 
 @dataclass(frozen=True)
+class HelpConfig:
+    """The knowledge base suggested in acknowledgements (routing/help.py); loaded and checked at start."""
+
+    articles: tuple[Any, ...]  # routing.help.Article
+    folder: Path
+    min_score: float = 3.5
+    max_suggestions: int = 3
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     mailboxes: tuple[MailboxConfig, ...]
@@ -187,6 +197,8 @@ class Config:
     encryption_keys_env: str | None = None  # names the variable holding Fernet keys, newest first
     secret_env: str | None = None  # names the variable holding the ticket-address secret
     lmtp_listen: tuple[str, int] | None = None  # host and port of the LMTP listener, if any
+    help: HelpConfig | None = None  # without it, acknowledgements suggest no articles
+    qa_share: float = 0.0  # [qa] share: the part of each specialist's closed tickets a week the lead reviews
 
     @property
     def support_address(self) -> str:
@@ -534,6 +546,30 @@ def _trust(section: _Section) -> TrustConfig | None:
     return trust
 
 
+def _help(section: _Section, base_dir: Path) -> HelpConfig | None:
+    from routing.help import ArticleError, load_articles
+
+    if not section.data:
+        return None
+    folder = base_dir / section.str("articles", required=True)
+    try:
+        articles = load_articles(folder)
+    except ArticleError as exc:
+        raise section.fail("articles", str(exc)) from None
+    config = HelpConfig(articles, folder, min_score=section.number("min_score", 3.5, minimum=0.01),
+                        max_suggestions=section.int("max_suggestions", 3, minimum=1))
+    section.done()
+    return config
+
+
+def _qa_share(section: _Section) -> float:
+    share = section.number("share", 0.0, minimum=0)
+    if share > 1:
+        raise section.fail("share", f"is the share of closed tickets to review, between 0 and 1; got {share}")
+    section.done()
+    return share
+
+
 def default_routing() -> dict[str, Any]:
     """The shipped queues and rules (routing/default_rules.toml), used when the config names none."""
     text = resources.files("routing").joinpath("default_rules.toml").read_text(encoding="utf-8")
@@ -609,6 +645,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         attachments=_attachments(top.table("attachments")),
         encryption_keys_env=_encryption(top.table("encryption")),
         lmtp_listen=_lmtp(top.table("lmtp")),
+        help=_help(top.table("help"), base_dir),
+        qa_share=_qa_share(top.table("qa")),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,
         default_language=desk.choice("language", ("en", "zh"), "en"),

@@ -56,6 +56,7 @@ class Daemon:
 
     def _start(self) -> None:
         recompute_if_changed(self.app)
+        _ = self.app.help_index  # index the knowledge base now, not on the first mail
         self.workers.start(self.app.config.broker.worker_threads)
         # An embedded broker's queue died with the previous process: everything unfinished is ours again.
         self._enqueue(reconcile.at_start(self.app, reclaim_all_sending=self.app.config.broker.embedded))

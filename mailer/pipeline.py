@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from mailer.app import App
 from mailer.db import Account, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
+from mailer.suggest import suggest_articles
 from mailer.work import (
     Stage,
     Work,
@@ -266,6 +267,7 @@ def _ack_context(work: Work, account: AccountRef) -> dict[str, object]:
         "due_text": format_local(due, calendar.zone, ticket.language) if due else "",
         "time_zone": calendar.zone.key,
         "first_response_target": parse_duration(policy.first_response).describe(ticket.language),
+        "articles": suggest_articles(work),
     }
 
 
