@@ -19,6 +19,7 @@ above a threshold are suggested, so a mail no article fits gets none.
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 import unicodedata
@@ -33,9 +34,9 @@ import Stemmer
 
 LANGUAGES = ("en", "zh-Hans", "zh-Hant", "ja", "ko", "ru", "vi", "tr", "es", "pt")
 MAX_QUERY_CHARS = 3000  # the problem is stated at the top; quoted history and signatures only add noise
-TITLE_WEIGHT = 2
-COMMON_SHARE = 0.25
-MIN_ARTICLES_FOR_COMMON = 8  # below that, document frequency says nothing  # a title is repeated in its document: its words say what the article is about
+TITLE_WEIGHT = 2  # a title is repeated in its document: its words say what the article is about
+COMMON_SHARE = 0.25  # terms in more articles than this share are ignored (see _common_terms)
+MIN_ARTICLES_FOR_COMMON = 8  # below that, document frequency says nothing
 
 
 class ArticleError(Exception):
@@ -126,9 +127,10 @@ _STOPWORDS = {"en": bm25s.stopwords.STOPWORDS_EN, "ru": bm25s.stopwords.STOPWORD
               "tr": bm25s.stopwords.STOPWORDS_TURKISH}
 
 # Vietnamese function words; bm25s ships no list for it.
-_VIETNAMESE_STOPWORDS = frozenset(
-    "và của các là có được cho tôi bạn chúng không này đã đang sẽ với để khi thì mà những một như "
-    "ở trong ra vào lại rồi nào gì ạ nhé vẫn hãy".split())
+_VIETNAMESE_STOPWORDS = frozenset((
+    "và", "của", "các", "là", "có", "được", "cho", "tôi", "bạn", "chúng", "không", "này", "đã", "đang", "sẽ",
+    "với", "để", "khi", "thì", "mà", "những", "một", "như", "ở", "trong", "ra", "vào", "lại", "rồi", "nào",
+    "gì", "ạ", "nhé", "vẫn", "hãy"))
 
 
 def _normal(text: str) -> str:
@@ -159,7 +161,7 @@ def _korean_terms(text: str) -> list[str]:
 def _vietnamese_terms(text: str) -> list[str]:
     """Syllables and syllable pairs: most Vietnamese words are two syllables (tài khoản, rút tiền)."""
     syllables = [w for w in _WORD.findall(_normal(text)) if not _NOISE.match(w)]
-    pairs = [f"{a}_{b}" for a, b in zip(syllables, syllables[1:], strict=False)]
+    pairs = [f"{a}_{b}" for a, b in itertools.pairwise(syllables)]
     return [w for w in syllables if w not in _VIETNAMESE_STOPWORDS] + pairs
 
 

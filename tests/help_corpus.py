@@ -6,6 +6,7 @@ the acknowledgement should then suggest nothing. Where two articles answer a mai
 and a lost authenticator), both are listed.
 """
 
+# ruff: noqa: E501 (one labelled mail a line reads best)
 from __future__ import annotations
 
 MAILS: tuple[tuple[str, str, str | tuple[str, ...] | None], ...] = (
