@@ -183,6 +183,40 @@ class TicketEvent(Base):
     ticket: Mapped[Ticket] = relationship(back_populates="events")
 
 
+class Rating(Base):
+    """A satisfaction survey sent when a ticket closed, and the customer's answer (later clicks update it)."""
+
+    __tablename__ = "ticket_ratings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), unique=True)
+    queue: Mapped[str] = mapped_column(String(64), index=True)
+    specialist: Mapped[str] = mapped_column(String(320), index=True)  # who closed the ticket
+    nonce: Mapped[str] = mapped_column(String(32))  # part of the signed links: a survey must have been sent
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rating: Mapped[int | None] = mapped_column(Integer)  # 1 (bad) … 5 (excellent)
+    comment: Mapped[str | None] = mapped_column(Text)
+    rated_at: Mapped[datetime | None]
+    changes: Mapped[int] = mapped_column(Integer, default=0)  # how often the rating was given again
+
+
+class Review(Base):
+    """A closed ticket sampled for quality review: sent to the queue's lead, scored with `#qa <1-5>`."""
+
+    __tablename__ = "ticket_reviews"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), unique=True)
+    queue: Mapped[str] = mapped_column(String(64), index=True)
+    specialist: Mapped[str] = mapped_column(String(320), index=True)
+    week: Mapped[str] = mapped_column(String(10))  # ISO week of the closing, e.g. 2026-W48
+    lead: Mapped[str] = mapped_column(String(320))
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    score: Mapped[int | None] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    scored_at: Mapped[datetime | None]
+
+
 class Outbox(Base):
     """A mail to send, rendered in full (Message-ID fixed) before any attempt is made."""
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from mailer.compose import OutgoingFile, schedule_reply
 from mailer.db import Account, Ticket, TicketMessage, utcnow
+from mailer.feedback import after_close, record_review, review_problems
 from mailer.work import (
     Work,
     common_context,
@@ -55,12 +56,13 @@ def handle_specialist_reply(work: Work) -> bool:
     work.ticket, work.raw.ticket_id = ticket, ticket.id
     reply = parse_reply(mail.new_text, tuple(app.config.queues))
     message = _record_inbound(work, ticket, "specialist", sender)
-    if reply.errors:
-        event(work, ticket, "commands_refused", actor=sender, errors=list(reply.errors))
-        _queue_internal(work, "command_error", sender, {"errors": list(reply.errors)})
+    errors = [*reply.errors, *review_problems(work, ticket, sender, reply)]
+    if errors:
+        event(work, ticket, "commands_refused", actor=sender, errors=errors)
+        _queue_internal(work, "command_error", sender, {"errors": errors})
         return False
     _apply_commands(work, ticket, reply, sender)
-    if reply.internal:
+    if reply.internal and reply.text:
         event(work, ticket, "note", actor=sender, text=reply.text[:20_000])
     elif reply.text:
         _relay(work, ticket, reply.text, sender, message)
@@ -68,6 +70,7 @@ def handle_specialist_reply(work: Work) -> bool:
         ticket.status, ticket.closed_at = "closed", work.raw.received_at
         event(work, ticket, "closed", actor=sender)
         pause_clock(work, ticket, "closed")
+        after_close(work, ticket, sender)
     return False
 
 
@@ -121,6 +124,8 @@ def _apply_commands(work: Work, ticket: Ticket, reply: SpecialistReply, sender: 
                 pause_clock(work, ticket, f"merged into #{target.id}")
                 event(work, ticket, "merged", actor=sender, into=target.id)
                 event(work, target, "merged_in", actor=sender, from_ticket=ticket.id)
+        elif command.name == "qa":
+            record_review(work, ticket, sender, command.argument)
 
 
 def _relay(work: Work, ticket: Ticket, text: str, sender: str, message: TicketMessage) -> None:

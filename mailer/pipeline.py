@@ -1,6 +1,6 @@
 """The flow of one stored mail, stage by stage, in one database transaction.
 
-    parse -> redact -> bounce -> duplicate -> gateway -> verify -> screen -> thread -> route -> authenticate
+    parse -> redact -> bounce -> duplicate -> rating -> gateway -> verify -> screen -> thread -> route -> authenticate
           -> repeat -> automatic -> record -> reply -> warn -> refused -> forward
 
 Each stage takes the `Work` and returns True to go on or False when the mail is fully handled. The
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from mailer.app import App
 from mailer.db import Account, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.feedback import record_rating
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
 from mailer.suggest import suggest_articles
 from mailer.work import (
@@ -277,6 +278,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("redact", redact_secrets),
     ("bounce", match_bounce),
     ("duplicate", skip_exact_duplicate),
+    ("rating", record_rating),
     ("gateway", handle_specialist_reply),
     ("verify", verify),
     ("screen", screen_automatic),

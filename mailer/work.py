@@ -83,7 +83,8 @@ def store_attachments(work: Work, message: TicketMessage) -> None:
                                               refused_reason=refused))
 
 
-def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context: dict[str, object]) -> None:
+def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context: dict[str, object],
+                    replying_to: TicketMessage | None = None) -> None:
     """The one outbound policy for automatic mail: a usable address, once per key, under the daily cap."""
     ticket = need(work.ticket, "record")
     if normalize_address(to_address) is None:
@@ -96,12 +97,13 @@ def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context
         event(work, ticket, "no_reply", purpose=purpose, reason=f"daily cap for {to_address} reached")
         return
     row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose=purpose,
-                         key=key, to_address=to_address, replying_to=need(work.message, "record"), context=context)
+                         key=key, to_address=to_address, replying_to=replying_to or need(work.message, "record"),
+                         context=context)
     work.outbox.append(row)
     event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
 
 
-AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning", "attachment_refused")
+AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning", "attachment_refused", "survey")
 
 
 def automatic_replies_today(work: Work, address: str) -> int:
