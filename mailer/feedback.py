@@ -120,8 +120,8 @@ def _rating_problem(work: Work, ticket: Ticket | None, row: Rating | None, token
 def sample_for_review(work: Work, ticket: Ticket, closer: str) -> None:
     """The configured share of each specialist's closings this week goes to the queue's lead."""
     app, queue = work.app, work.app.config.queues[ticket.queue]
-    if app.config.qa_share <= 0 or not queue.lead:
-        return
+    if app.config.qa_share <= 0 or not queue.lead or closer == queue.lead.lower():
+        return  # a lead does not review their own tickets
     if work.session.scalar(select(Review.id).where(Review.ticket_id == ticket.id)) is not None:
         return
     local = work.raw.received_at.astimezone(app.calendar.zone)

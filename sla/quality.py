@@ -70,7 +70,7 @@ def text_tables(queues: list[FeedbackRow], people: list[FeedbackRow]) -> str:
         return ""
     lines = ["", f"{'satisfaction':<28} {'surveys':>7} {'ratings':>7} {'CSAT':>5} {'satisfied':>9}"]
     lines += [f"{r.name:<28} {r.surveys:>7} {r.ratings:>7} {_number(r.csat):>5} "
-              f"{_number(r.satisfied and r.satisfied * 100, '{:.0f} %'):>9}" for r in queues]
+              f"{_number(None if r.satisfied is None else r.satisfied * 100, '{:.0f} %'):>9}" for r in queues]
     header = f"{'specialist':<28} {'surveys':>7} {'ratings':>7} {'CSAT':>5} {'reviews':>7} {'scored':>6} {'QA':>5}"
     lines += ["", header]
     lines += [f"{r.name:<28} {r.surveys:>7} {r.ratings:>7} {_number(r.csat):>5} {r.reviews:>7} {r.scored:>6} "
