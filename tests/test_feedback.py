@@ -20,7 +20,7 @@ from routing.feedback import find_rating_address, parse_score, rating_address, s
 from tests.conftest import prepared_app
 from tests.servers import Dovecot, Mailbox, Pymap
 from tests.test_pipeline import run_once
-from tests.test_specialists import PEOPLE, Relay, answer, inbox
+from tests.test_specialists import PEOPLE, Relay, answer, inbox, tickets
 
 Desk = tuple[Path, Relay, dict[str, Mailbox]]
 
@@ -95,6 +95,8 @@ def test_survey_rating_and_review_round_trip(desk: Desk, capsys: pytest.CaptureF
     assert sorted(len(stars) for stars in links) == [1, 2, 3, 4, 5]
     href = {len(stars): link for stars, link in links.items()}
     assert all(h.startswith("mailto:support+csat.1.") for h in href.values())
+    html = survey.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert all(f'href="{h}"' in html for h in href.values())
     assert not any("review" in str(m["Subject"]).lower() for m in inbox(boxes["omar"]))
 
     # The lead gets the whole transcript, with the ticket address to answer on.
@@ -126,6 +128,7 @@ def test_survey_rating_and_review_round_trip(desk: Desk, capsys: pytest.CaptureF
         "mallory@evil.example is not the customer of ticket #1", "no survey was sent for this ticket",
         "the rating address carries a wrong token"]
     assert all(r.status == "quarantined" for r in refused)
+    assert tickets(path)[1].status == "closed"  # a rating never reopens the ticket
 
     # The lead scores the review; the specialist cannot score themselves; a second #qa updates the score.
     relay.send(answer(forward, "dana@desk.example", "#qa 5 I did great"))
