@@ -1,0 +1,86 @@
+"""The ledger side of spam: the `spam` stage, the list, and release.
+
+A held mail keeps its raw row with status `spam`, the reason in `error` and the verdict (kind, evidence,
+From, subject) in `verdict`; it has no ticket and gets no answer. Released, it goes back to `pending`
+with `released_at`/`released_by` added to its verdict, and the stage lets it through from then on, so it
+becomes the ticket it would have been. The decision itself is routing.spam's.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from mailer.db import Database, RawMessage, utcnow
+from mailer.work import Work, first_from, need
+from routing.spam import judge
+
+log = logging.getLogger(__name__)
+
+
+def hold_spam(work: Work) -> bool:
+    """Spam and forged strangers are kept in the ledger, with no ticket and no answer, until released."""
+    if released(work.raw):
+        return True
+    mail, config = need(work.mail, "parse"), work.app.config
+    verdict = judge(mail.trace, need(work.verification, "verify").status, config.spam, config.trust)
+    if verdict is None:
+        return True
+    work.raw.verdict = {"kind": verdict.kind, "reason": verdict.reason, "evidence": verdict.evidence,
+                        "from": first_from(mail)[:320], "subject": mail.subject[:200]}
+    work.outcome, work.raw.error = "spam", verdict.reason
+    return False
+
+
+def released(raw: RawMessage) -> bool:
+    return bool(raw.verdict and raw.verdict.get("released_at"))
+
+
+@dataclass(frozen=True)
+class HeldMail:
+    id: int
+    mailbox: str
+    uid: int
+    received_at: datetime
+    status: str
+    ticket_id: int | None
+    verdict: dict[str, Any]
+
+
+def held(db: Database, *, include_released: bool = False) -> list[HeldMail]:
+    """Mails held as spam, oldest first; with `include_released`, also those released since."""
+    query = select(RawMessage.id, RawMessage.mailbox, RawMessage.uid, RawMessage.received_at, RawMessage.status,
+                   RawMessage.ticket_id, RawMessage.verdict)
+    query = query.where(RawMessage.verdict.is_not(None)) if include_released \
+        else query.where(RawMessage.status == "spam")
+    with db.reading() as session:
+        return [HeldMail(*row[:6], verdict=row.verdict or {}) for row in session.execute(query.order_by(RawMessage.id))]
+
+
+def release(db: Database, raw_ids: list[int], by: str | None = None) -> tuple[list[int], list[int]]:
+    """Put held mails back in the queue as normal mail; (released ids, ids that were not held)."""
+    who = by or _user()
+    done: list[int] = []
+    with db.session() as session:
+        rows = {r.id: r for r in session.scalars(select(RawMessage).where(RawMessage.id.in_(raw_ids)))}
+        for raw_id in raw_ids:
+            raw = rows.get(raw_id)
+            if raw is None or raw.status != "spam" or raw_id in done:
+                continue
+            raw.verdict = {**(raw.verdict or {}), "released_at": utcnow().isoformat(), "released_by": who}
+            raw.status, raw.error, raw.processed_at = "pending", None, None
+            done.append(raw_id)
+    log.info("released from spam by %s: %s", who, done)
+    return done, [i for i in raw_ids if i not in done]
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"
