@@ -91,8 +91,16 @@ def spam_mail(n: int) -> tuple[str, bytes]:
     return address, delivered(raw, domain, auth=auth, ours=ours, theirs=theirs)
 
 
-def setup_desk(make_config: ConfigFactory, tmp_path: Path, **sections: object) -> tuple[Path, Database]:
-    path, config = make_config(trust={"authserv_id": MTA}, **sections)
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def database_url(request: pytest.FixtureRequest, kind: str) -> str | None:
+    return request.getfixturevalue("pg_url") if kind == "postgresql" else None
+
+
+def setup_desk(make_config: ConfigFactory, tmp_path: Path, url: str | None = None,
+               **sections: object) -> tuple[Path, Database]:
+    path, config = make_config(url, trust={"authserv_id": MTA}, **sections)
     app = prepared_app(config, tmp_path)
     (tmp_path / "customers.csv").write_text("email,user_id,language,display_name\n" + "".join(
         f"{customer_address(i)},{30_000_000 + i},en,Customer {i}\n" for i in range(CUSTOMERS)))
@@ -145,10 +153,11 @@ def test_a_thousand_spam_and_forged_mails_get_nothing_and_fifty_customers_get_an
     assert all(o.unverified == (o.purpose == "unverified") for o in outbox)
 
 
+@pytest.mark.parametrize("database", DATABASES)
 def test_a_released_mail_becomes_the_ticket_it_would_have_been(
         make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    path, db = setup_desk(make_config, tmp_path)
+        capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest, database: str) -> None:
+    path, db = setup_desk(make_config, tmp_path, database_url(request, database))
     raw = text_mail(customer_address(3), "Withdrawal pending", "My withdrawal has been pending since noon.",
                     "<false-positive@customers.example>")
     mailbox.append(delivered(raw, "customers.example", ours="X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=5.3\r\n"))
@@ -197,9 +206,12 @@ def test_spam_headers_below_our_received_or_from_another_server_are_ignored(
     assert sorted(to for m in smtp_sink.delivered for to in m.rcpt_tos) == [customer_address(1), customer_address(2)]
 
 
+@pytest.mark.parametrize("database", DATABASES)
 def test_the_hourly_cap_stops_answers_to_unverified_senders_and_says_so(
-        make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink, tmp_path: Path) -> None:
-    path, db = setup_desk(make_config, tmp_path, spam={"max_unverified_replies_per_hour": 3})
+        make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink, tmp_path: Path,
+        request: pytest.FixtureRequest, database: str) -> None:
+    path, db = setup_desk(make_config, tmp_path, database_url(request, database),
+                          spam={"max_unverified_replies_per_hour": 3})
     strangers = [delivered(text_mail(f"new{i}@gmail.example", f"Question {i}", "How do I open an account?",
                                      f"<q{i}@gmail.example>"), "gmail.example") for i in range(5)]
     registered = delivered(text_mail(customer_address(0), "Fees", "What are the fees?", "<fees@customers.example>"),
