@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction, command: Command, open_app: OpenAp
                       parent=spam)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.add_argument("--released", action="store_true", help="also list mails released since")
+    listing.add_argument("--limit", type=int, default=200, metavar="N", help="the newest N (default 200; 0: all)")
     release = command("release", partial(cmd_spam_release, open_app),
                       "process held mails again as normal mail (the spam verdict is skipped for them)", parent=spam)
     release.add_argument("ids", nargs="+", type=int, metavar="ID")
@@ -33,12 +34,12 @@ def cmd_spam_list(open_app: OpenApp, args: argparse.Namespace) -> int:
     from mailer.spam import held
 
     app = open_app(args)
-    rows = held(app.db, include_released=args.released)
+    rows, count = held(app.db, include_released=args.released, limit=args.limit or None)
     app.close()
     for row in rows:
         print(json.dumps(_as_json(row), ensure_ascii=False) if args.json else _as_line(row))
     if not args.json:
-        print(f"{sum(row.status == 'spam' for row in rows)} held as spam")
+        print(f"{count} held as spam" + (f", the newest {len(rows)} shown" if len(rows) < count else ""))
     return 0
 
 

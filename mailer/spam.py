@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from mailer.db import Database, RawMessage, utcnow
 from mailer.work import Work, first_from, need
@@ -52,14 +52,19 @@ class HeldMail:
     verdict: dict[str, Any]
 
 
-def held(db: Database, *, include_released: bool = False) -> list[HeldMail]:
-    """Mails held as spam, oldest first; with `include_released`, also those released since."""
+def held(db: Database, *, include_released: bool = False, limit: int | None = None) -> tuple[list[HeldMail], int]:
+    """The newest `limit` mails held as spam (all without a limit), oldest first, and how many are held.
+
+    With `include_released`, mails released since are listed too.
+    """
     query = select(RawMessage.id, RawMessage.mailbox, RawMessage.uid, RawMessage.received_at, RawMessage.status,
                    RawMessage.ticket_id, RawMessage.verdict)
     query = query.where(RawMessage.verdict.is_not(None)) if include_released \
         else query.where(RawMessage.status == "spam")
     with db.reading() as session:
-        return [HeldMail(*row[:6], verdict=row.verdict or {}) for row in session.execute(query.order_by(RawMessage.id))]
+        rows = session.execute(query.order_by(RawMessage.id.desc()).limit(limit)).all()
+        count = session.scalar(select(func.count()).where(RawMessage.status == "spam")) or 0
+    return [HeldMail(*row[:6], verdict=row.verdict or {}) for row in reversed(rows)], count
 
 
 def release(db: Database, raw_ids: list[int], by: str | None = None) -> tuple[list[int], list[int]]:
