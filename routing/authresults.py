@@ -2,10 +2,11 @@
 
 Anyone can write an Authentication-Results header into a mail. Only headers carrying our MTA's
 authserv-id, and standing above the Received line our MTA added (it writes on top; what a sender
-forged sits below), are read. `our_block` is that position rule on its own, for any other verdict our
-MTA writes (routing.spam reads spam scores with it). Alignment compares organizational domains, approximated as the last
-two labels (three under a two-letter country code with a generic second level, such as co.uk): good
-enough to tell example.com from evil.example, without a public suffix list to keep current.
+forged sits below), are read; `our_block` is that position rule on its own, for any other verdict
+our MTA writes (routing.spam reads spam flags and scores with it). Alignment compares organizational
+domains, approximated as the last two labels (three under a two-letter country code with a generic
+second level, such as co.uk): good enough to tell example.com from evil.example, without a public
+suffix list to keep current.
 """
 
 from __future__ import annotations
