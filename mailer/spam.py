@@ -3,7 +3,9 @@
 A held mail keeps its raw row with status `spam`, the reason in `error` and the verdict (kind, evidence,
 From, subject) in `verdict`; it has no ticket and gets no answer. Released, it goes back to `pending`
 with `released_at`/`released_by` added to its verdict, and the stage lets it through from then on, so it
-becomes the ticket it would have been. The decision itself is routing.spam's.
+becomes the ticket it would have been. A second copy of a held mail (another mailbox, a folder read
+again) is held on its own rather than called a duplicate of the first, so releasing one copy makes the
+ticket and releasing the other then finds it recorded. The decision itself is routing.spam's.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class ThreadMatch:
     by_tag: bool = False  # joined by its [#123] subject tag, which only an authenticated customer may use
 
 
-FINISHED = ("done", "duplicate", "automatic", "bounce", "spam")
+FINISHED = ("done", "duplicate", "automatic", "bounce")
 
 
 def find_exact_duplicate(session: Session, mail: ParsedMail, raw_id: int) -> str | None:

@@ -190,6 +190,25 @@ def test_a_released_mail_becomes_the_ticket_it_would_have_been(
     db.dispose()
 
 
+def test_copies_of_a_held_mail_are_held_apart_and_released_once(
+        make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    path, db = setup_desk(make_config, tmp_path)
+    mail = text_mail(customer_address(4), "Card payment", "My card payment failed.", "<copy@customers.example>")
+    raw = delivered(mail, "customers.example", ours="X-Spam: Yes\r\n")
+    mailbox.append(raw, raw)
+    assert run_once(path) == 0
+    with db.session() as session:
+        first, second = session.scalars(select(RawMessage.id).order_by(RawMessage.id))
+        assert Counter(session.scalars(select(RawMessage.status))) == {"spam": 2}
+    for raw_id, status in ((first, "done"), (second, "duplicate")):
+        assert main(["spam", "release", "--config", str(path), str(raw_id)]) == 0
+        assert run_once(path) == 0
+        with db.session() as session:
+            assert session.get(RawMessage, raw_id).status == status
+    db.dispose()
+    assert [m.rcpt_tos for m in smtp_sink.delivered] == [[customer_address(4)]]
+
+
 def test_spam_headers_below_our_received_or_from_another_server_are_ignored(
         make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink, tmp_path: Path) -> None:
     path, db = setup_desk(make_config, tmp_path)
