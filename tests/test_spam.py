@@ -98,6 +98,16 @@ def database_url(request: pytest.FixtureRequest, kind: str) -> str | None:
     return request.getfixturevalue("pg_url") if kind == "postgresql" else None
 
 
+def append_in_one_command(mailbox: Mailbox, raws: list[bytes]) -> None:
+    """MULTIAPPEND (RFC 3502) where the server has it: one command instead of a round trip per mail."""
+    with mailbox.client() as client:
+        if not client.has_capability("MULTIAPPEND"):
+            client.logout()
+            mailbox.append(*raws)
+            return
+        client.multiappend("INBOX", raws)
+
+
 def setup_desk(make_config: ConfigFactory, tmp_path: Path, url: str | None = None,
                **sections: object) -> tuple[Path, Database]:
     path, config = make_config(url, trust={"authserv_id": MTA}, **sections)
@@ -119,7 +129,7 @@ def test_a_thousand_spam_and_forged_mails_get_nothing_and_fifty_customers_get_an
     for k, (_, raw) in enumerate(customers):
         mixed.insert(k * 21, raw)  # spread the customers through the spam
     started = time.monotonic()
-    mailbox.append(*mixed)
+    append_in_one_command(mailbox, mixed)
     appended = time.monotonic()
     assert run_once(path) == 0
     finished = time.monotonic()
