@@ -98,7 +98,7 @@ class RawMessage(Base):
     stage: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
     # Why a mail was held as spam (routing.spam), and who released it: see mailer.spam.
-    verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Ticket(Base):
