@@ -56,7 +56,7 @@ def send_survey(work: Work, ticket: Ticket, closer: str) -> None:
                "anti_phishing_code": account.anti_phishing_code if account else None}
     before = len(work.outbox)
     queue_automatic(work, "survey", f"survey:{ticket.id}", ticket.customer_email, context,
-                    replying_to=_last_customer_message(work, ticket))
+                    replying_to=_last_customer_message(work, ticket), verified=True)
     if len(work.outbox) > before:
         work.session.add(Rating(ticket_id=ticket.id, queue=ticket.queue, specialist=closer, nonce=nonce))
 
