@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import requests
+
 from mailer.config_transport import OAuthConfig
 from mailer.tls import LinkError, client_context
 
@@ -109,7 +111,6 @@ class MicrosoftClientCredentials:
 
     def _application(self) -> Any:
         import msal
-        import requests
 
         if self._app is None:
             config = self.config
@@ -119,7 +120,7 @@ class MicrosoftClientCredentials:
                               "thumbprint": config.certificate_thumbprint}
             else:
                 credential = _env(config.client_secret_env)
-            http = requests.Session()
+            http = _Session()
             if config.ca_file is not None:
                 http.verify = str(config.ca_file)
             known = urlsplit(config.authority or "").hostname in MICROSOFT_HOSTS
@@ -141,6 +142,15 @@ class MicrosoftClientCredentials:
 
     def forget(self) -> None:
         self._app = None  # msal caches tokens inside the application; a new one asks the server
+
+
+class _Session(requests.Session):
+    """A requests session whose `verify` (our ca_file) wins over REQUESTS_CA_BUNDLE in the environment."""
+
+    def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = super().merge_environment_settings(*args, **kwargs)
+        settings["verify"] = self.verify
+        return settings
 
 
 class CommandToken:

@@ -57,7 +57,7 @@ class LocalCA:
 
 
 def smtp_server(handler: Any, *, implicit: ssl.SSLContext | None = None, starttls: ssl.SSLContext | None = None,
-                oauth: IdentityProvider | None = None) -> Controller:
+                oauth: IdentityProvider | None = None, port: int | None = None) -> Controller:
     """aiosmtpd on loopback: implicit TLS, or STARTTLS required before anything else, and XOAUTH2 if asked."""
     kwargs: dict[str, Any] = {}
     if implicit is not None:
@@ -65,8 +65,8 @@ def smtp_server(handler: Any, *, implicit: ssl.SSLContext | None = None, starttl
     if starttls is not None:
         kwargs.update(tls_context=starttls, require_starttls=True)
     if oauth is not None:
-        kwargs.update(auth_require_tls=False, auth_required=True)
-    return Controller(handler, hostname="127.0.0.1", port=free_port(), **kwargs)
+        kwargs.update(auth_require_tls=False)  # loopback; OAuthSink refuses MAIL before AUTH itself
+    return Controller(handler, hostname="127.0.0.1", port=port or free_port(), **kwargs)
 
 
 @dataclass
@@ -75,6 +75,13 @@ class OAuthSink(SinkHandler):
 
     provider: IdentityProvider | None = None
     tokens_seen: list[str] = field(default_factory=list)
+
+    async def handle_MAIL(self, server: SMTP, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        if not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        return "250 OK"
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
         if len(args) > 1:
@@ -106,30 +113,32 @@ class Grant:
 class IdentityProvider:
     """Token endpoint, OpenID discovery, and token introspection, on one loopback port."""
 
-    def __init__(self, lifetime: float = 3600, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, lifetime: float = 3600) -> None:
         self.lifetime = lifetime
         self.clients: dict[str, str] = {}  # client id -> secret
         self.refresh_tokens: dict[str, Grant] = {}
         self.app_users: dict[str, str] = {}  # client id -> the mailbox its client-credentials tokens act for
         self.tokens: dict[str, tuple[Grant, float]] = {}  # access token -> grant, expiry
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), _handler(self))
+        self.servers: list[ThreadingHTTPServer] = []
+        self.base = self._serve(None)
+
+    def _serve(self, tls: ssl.SSLContext | None) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", free_port()), _handler(self))
         if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.scheme = "https" if tls else "http"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.servers.append(server)
+        return f"{'https' if tls else 'http'}://127.0.0.1:{server.server_port}"
 
-    @property
-    def base(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.server.server_port}"
-
-    def start(self) -> IdentityProvider:
-        self.thread.start()
-        return self
+    def serve_tls(self, context: ssl.SSLContext) -> str:
+        """The same provider on a second port over HTTPS (msal accepts only https authorities)."""
+        return self._serve(context)
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
 
     # --- what a test arranges --------------------------------------------------------------------
 
@@ -178,8 +187,8 @@ class IdentityProvider:
             return 200, self.issue(Grant(self.app_users[form["client_id"]]))
         return 400, {"error": "unsupported_grant_type"}
 
-    def discovery(self, tenant: str) -> dict[str, Any]:
-        root = f"{self.base}/{tenant}"
+    def discovery(self, base: str, tenant: str) -> dict[str, Any]:
+        root = f"{base}/{tenant}"
         return {"issuer": f"{root}/v2.0", "token_endpoint": f"{root}/oauth2/v2.0/token",
                 "authorization_endpoint": f"{root}/oauth2/v2.0/authorize"}
 
@@ -203,7 +212,8 @@ def _handler(provider: IdentityProvider) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path.endswith("/.well-known/openid-configuration"):
-                self._answer(200, provider.discovery(self.path.strip("/").split("/")[0]))
+                base = f"https://{self.headers['Host']}"
+                self._answer(200, provider.discovery(base, self.path.strip("/").split("/")[0]))
             else:
                 self._answer(404, {"error": "not_found"})
 
