@@ -93,7 +93,7 @@ class Dovecot:
     kind = "dovecot"
 
     def __init__(self, tls: tuple[Path, Path] | None = None, introspection_url: str | None = None,
-                 users: int = USER_POOL) -> None:
+                 users: int = USER_POOL, extra_conf: str = "") -> None:
         """`tls`: certificate and key files (then IMAPS listens on `imaps_port` and STARTTLS is offered);
         `introspection_url`: also accept XOAUTH2/OAUTHBEARER tokens that this RFC 7662 endpoint calls active."""
         self.dir = Path(tempfile.mkdtemp(prefix="supportd-dovecot-"))
@@ -117,7 +117,7 @@ class Dovecot:
             mechanisms = " xoauth2 oauthbearer"
         self.conf.write_text(DOVECOT_CONF.format(dir=self.dir, port=self.port, tag=uuid.uuid4().hex[:8], ssl=ssl,
                                                  imaps_port=self.imaps_port, oauth_passdb=oauth_passdb,
-                                                 mechanisms=mechanisms))
+                                                 mechanisms=mechanisms) + extra_conf)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Dovecot:
@@ -136,6 +136,8 @@ class Dovecot:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+            if self.process.stderr is not None:
+                self.process.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

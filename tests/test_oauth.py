@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from mailer.config import config_from_dict
+from mailer.config import ConfigError, config_from_dict
 from mailer.daemon import Daemon
 from mailer.intake import MailboxIntake, connect
 from mailer.links import Links
@@ -243,3 +243,26 @@ def test_a_token_for_another_mailbox_is_refused_in_one_line(dovecot_oauth: Dovec
     with pytest.raises(LinkError, match=rf"^mailbox 'support': the server refused a fresh OAuth2 token for "
                                         rf"{box.user} \(.*\); is the grant revoked\?$"):
         connect(config.mailboxes[0])
+
+
+@pytest.mark.parametrize(("mailbox", "key", "reason"), [
+    ({"auth": "xoauth2"}, "mailboxes[0].oauth.client_secret_env", "is required"),
+    ({"oauth": {"provider": "command", "command": ["x"]}}, "mailboxes[0].oauth",
+     'is only read with auth = "xoauth2" or "oauthbearer"'),
+    ({"auth": "xoauth2", "oauth": {"provider": "command"}}, "mailboxes[0].oauth.command", "is required"),
+    ({"auth": "xoauth2", "oauth": {"client_id_env": "GOOGLE_CLIENT_ID", "client_secret_env": "GOOGLE_CLIENT_ID"}},
+     "mailboxes[0].oauth.client_secret_env", "environment variable GOOGLE_CLIENT_ID is not set"),
+    ({"auth": "xoauth2", "oauth": {"provider": "microsoft", "tenant": "t", "client_id": "c"}},
+     "mailboxes[0].oauth.client_secret_env", "or certificate_file is required"),
+    ({"auth": "xoauth2", "url": "imap://127.0.0.1/INBOX", "oauth": {"provider": "command", "command": ["x"]}},
+     "mailboxes[0].url", "needs the user to sign in as"),
+])
+def test_oauth_config_mistakes(monkeypatch: pytest.MonkeyPatch, mailbox: dict[str, Any], key: str,
+                               reason: str) -> None:
+    for variable in ("GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", "GOOGLE_REFRESH_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    table = {"name": "support", "url": "imap://support@127.0.0.1/INBOX", **mailbox}
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({"mailboxes": [table], "smtp": {"url": "smtp://127.0.0.1:25",
+                                                         "from_address": "support@desk.example"}})
+    assert caught.value.key == key and reason in caught.value.reason
