@@ -20,9 +20,10 @@ ENDPOINT = "smtp"
 
 
 class SendError(Exception):
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    def __init__(self, message: str, *, permanent: bool, link: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.link = link  # the relay's certificate or our credentials: not the mail's fault, never gives up
 
 
 class SmtpClient:
@@ -104,7 +105,7 @@ class SmtpClient:
             try:
                 refused = self._connection().sendmail(from_address, [to_address], raw)
             except LinkError as exc:
-                raise SendError(str(exc), permanent=False) from None
+                raise SendError(str(exc), permanent=False, link=True) from None
             except smtplib.SMTPServerDisconnected:
                 self._drop()  # a kept connection the server closed meanwhile: one fresh try
                 if attempt == 2:

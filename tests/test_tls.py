@@ -15,15 +15,18 @@ from typing import Any
 import pytest
 import tomli_w
 import trustme
+from sqlalchemy import select
 
+from mailer.cli import main
 from mailer.config import ConfigError, config_from_dict
+from mailer.db import Database, Outbox
 from mailer.embedded import SinkHandler
 from mailer.intake import MailboxIntake, connect
 from mailer.links import Links
 from mailer.samples import text_mail
 from mailer.smtp import SendError, SmtpClient
 from mailer.tls import LinkError
-from tests.conftest import service_missing
+from tests.conftest import ConfigFactory, prepared_app, service_missing
 from tests.secure_servers import LocalCA, smtp_server
 from tests.servers import Dovecot, Mailbox, dovecot_available
 
@@ -182,3 +185,25 @@ def test_ca_file_must_exist(tmp_path: Path) -> None:
     mailbox = {"name": "support", "url": "imaps://support:secret@127.0.0.1/INBOX", "ca_file": "nope.pem"}
     with pytest.raises(ConfigError, match=r"mailboxes\[0\]\.ca_file: no such file: .*nope\.pem"):
         config_from_dict({"mailboxes": [mailbox], **_smtp(url="smtp://127.0.0.1:25")}, base_dir=tmp_path)
+
+
+def test_run_once_stops_with_one_line_when_the_relay_is_not_trusted(make_config: ConfigFactory, mailbox: Mailbox,
+                                                                    test_ca: LocalCA, other_ca: Path,
+                                                                    tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    server, handler = _smtp_server("smtps", test_ca)
+    try:
+        path, config = make_config(smtp={"url": f"smtps://127.0.0.1:{server.port}", "ca_file": str(other_ca)})
+        prepared_app(config, tmp_path).close()
+        mailbox.append(text_mail("omar@example.com", "Deposit missing", "where is it", "<relay-tls@x>"))
+        assert main(["run", "--once", "--config", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("supportd: smtp: TLS certificate of 127.0.0.1 not trusted")
+        assert handler.delivered == []
+        db = Database(config.database_url)
+        with db.reading() as session:
+            statuses = list(session.scalars(select(Outbox.status)))
+        db.dispose()
+        assert statuses == ["pending"]  # waits for the operator's fix; not failed
+    finally:
+        server.stop()
