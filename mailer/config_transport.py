@@ -11,9 +11,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from mailer.dkim import key_problem
-from mailer.tls import plaintext_refusal
+from mailer.tls import is_loopback, plaintext_refusal
 
 if TYPE_CHECKING:
     from mailer.config import Endpoint, _Section
@@ -92,9 +93,15 @@ def _oauth(section: _Section, base_dir: Path) -> OAuthConfig:
     if microsoft and not secret_env and not certificate:
         raise section.fail("client_secret_env", "or certificate_file is required with provider = \"microsoft\"")
     thumbprint = section.str("certificate_thumbprint", required=certificate is not None)
+    token_url = section.str("token_url", GOOGLE_TOKEN_URL)
+    parts = urlsplit(token_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise section.fail("token_url", f"must be an https:// URL; got {token_url!r}")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise section.fail("token_url", f"must be https:// (the client secret would go in clear to {parts.hostname})")
     oauth = OAuthConfig(
         provider=provider,
-        token_url=section.str("token_url", GOOGLE_TOKEN_URL),
+        token_url=token_url,
         client_id_env=_env(section, "client_id_env", required=google),
         client_secret_env=secret_env,
         refresh_token_env=_env(section, "refresh_token_env", required=google),

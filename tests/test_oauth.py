@@ -254,6 +254,8 @@ def test_a_token_for_another_mailbox_is_refused_in_one_line(dovecot_oauth: Dovec
      "mailboxes[0].oauth.client_secret_env", "environment variable GOOGLE_CLIENT_ID is not set"),
     ({"auth": "xoauth2", "oauth": {"provider": "microsoft", "tenant": "t", "client_id": "c"}},
      "mailboxes[0].oauth.client_secret_env", "or certificate_file is required"),
+    ({"auth": "xoauth2", "oauth": {"provider": "command", "command": ["x"], "token_url": "http://idp.example/t"}},
+     "mailboxes[0].oauth.token_url", "must be https:// (the client secret would go in clear to idp.example)"),
     ({"auth": "xoauth2", "url": "imap://127.0.0.1/INBOX", "oauth": {"provider": "command", "command": ["x"]}},
      "mailboxes[0].url", "needs the user to sign in as"),
 ])
