@@ -136,6 +136,7 @@ def cmd_lmtp(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import threading
 
+    from mailer.service import Service
     from mailer.workers import Workers
 
     app = _app(args, upgrade=False)
@@ -147,7 +148,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     workers = Workers(app)
     workers.start(args.threads or app.config.broker.worker_threads or 4)
     logging.getLogger("supportd").info("worker running on %s", app.config.broker.url.split("@")[-1])
-    stop.wait()
+    service = Service(app, workers, None, main_every=30.0)
+    while not stop.wait(30.0):
+        service.beat()
+    service.stop()
     workers.stop()
     app.close()
     return EXIT_OK

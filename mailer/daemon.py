@@ -20,6 +20,7 @@ from mailer.db import Outbox, RawMessage, utcnow
 from mailer.escalate import escalate, recompute_if_changed
 from mailer.intake import NETWORK_ERRORS, MailboxIntake, connect
 from mailer.lmtp import start_listener
+from mailer.service import Service
 from mailer.workers import Workers
 
 log = logging.getLogger(__name__)
@@ -140,11 +141,14 @@ class Daemon:
             thread.start()
         log.info("supportd running: %d mailboxes, broker %s", len(self.intakes),
                  "embedded" if self.app.config.broker.embedded else self.app.config.broker.url.split("@")[-1])
+        service = Service(self.app, self.workers, self.holder if self.intakes else None, RECONCILE_EVERY)
         try:
             while not self.stop_event.wait(RECONCILE_EVERY):
                 self._reconcile(settled_for=SETTLED_FOR)
                 self.workers.sla_actor.send()
+                service.beat()
         finally:
+            service.stop()
             log.info("stopping: finishing work in hand")
             if listener is not None:
                 listener.stop()

@@ -26,6 +26,7 @@ from imapclient.exceptions import IMAPClientError
 from imapclient.imapclient import SocketTimeout
 from sqlalchemy import select, update
 
+from mailer import metrics
 from mailer.config import MailboxConfig
 from mailer.crypto import Sealer
 from mailer.db import Checkpoint, Database, RawMessage, utcnow
@@ -93,6 +94,7 @@ class MailboxIntake:
         self.uidvalidity = uidvalidity
         uids = sorted(uid for uid in client.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
         if not uids:
+            metrics.mailbox_synced(self.config.name, 0)
             return []
         sizes = {uid: int(data.get(b"RFC822.SIZE", 0)) for uid, data in client.fetch(uids, ["RFC822.SIZE"]).items()}
         stored: list[int] = []
@@ -101,6 +103,7 @@ class MailboxIntake:
             ids = self._store(uidvalidity, rows, max(batch))
             stored += ids
             self.on_stored(ids)
+        metrics.mailbox_synced(self.config.name, len(uids))
         log.info("%s: stored %d new mails (UID %d..%d)", self.config.name, len(stored), uids[0], uids[-1])
         return stored
 
@@ -199,6 +202,7 @@ class MailboxIntake:
             try:
                 client = connect(self.config)
             except NETWORK_ERRORS as exc:
+                metrics.mailbox_failed(self.config.name, exc)
                 log.warning("%s: cannot connect (%s); retrying in %.0fs", self.config.name, exc, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
@@ -207,6 +211,7 @@ class MailboxIntake:
             try:
                 self._serve(client, stop, keep_lease)
             except NETWORK_ERRORS as exc:
+                metrics.mailbox_failed(self.config.name, exc)
                 log.warning("%s: connection lost (%s); reconnecting", self.config.name, exc)
                 stop.wait(delay)
             finally:

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from mailer import metrics
 from mailer.app import App
 from mailer.db import Account, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
@@ -89,6 +90,7 @@ def match_bounce(work: Work) -> bool:
               "status": report.status, "diagnostic": report.diagnostic}
     if report.action == "failed":
         row.status, row.last_error = "bounced", f"{report.status} {report.diagnostic}".strip()[:2000]
+        metrics.reply_bounced(row.purpose)
     if row.ticket_id:
         work.session.add(TicketEvent(ticket_id=row.ticket_id, kind="bounced" if report.action == "failed"
                                      else f"delivery_{report.action}", detail=detail))
@@ -341,20 +343,21 @@ def _run_stages(app: App, session: Session, raw_id: int) -> Result:
     work = Work(app, session, raw)
     for name, stage in STAGES:
         try:
-            if not stage(work):
+            if not metrics.timed_stage(name, stage, work):
                 break
         except Exception as exc:
             raise StageFailed(name, exc) from exc
     raw.status, raw.processed_at = work.outcome, utcnow()
     session.flush()
+    metrics.mail_done(work)
     return Result(raw_id, work.outcome, raw.ticket_id, tuple(row.id for row in work.outbox))
 
 
 def _quarantine(session: Session, raw_id: int, stage: str, cause: BaseException) -> None:
-    log.warning("quarantined message %s at stage %s: %s", raw_id, stage, cause)
     log.debug("".join(traceback.format_exception(cause)))
     raw = session.get(RawMessage, raw_id)
     if raw is not None and raw.status == "pending":
+        metrics.mail_quarantined(raw, stage, cause)
         raw.status, raw.stage, raw.processed_at = "quarantined", stage, utcnow()
         raw.error = f"{type(cause).__name__}: {cause}"[:4000]
 

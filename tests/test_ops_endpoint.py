@@ -1,0 +1,137 @@
+"""The HTTP endpoint of a running daemon, scraped with a real HTTP client while mail flows through
+Dovecot and the aiosmtpd sink; /readyz follows the IMAP server going away and coming back."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mailer.daemon import Daemon
+from mailer.embedded import SmtpSink, free_port
+from mailer.samples import demo_mails
+from tests.conftest import ConfigFactory, prepared_app
+from tests.servers import Dovecot, Mailbox, dovecot_available
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    """A Dovecot of this test's own, so that stopping it disturbs no other test."""
+    if not dovecot_available():
+        pytest.skip("needs Dovecot and root (the outage is a real server stopping)")
+    server = Dovecot().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailbox(dovecot: Dovecot) -> Mailbox:  # replaces conftest's, so make_config points at this Dovecot
+    return dovecot.new_mailbox()
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, body = get(port, "/metrics")
+    assert status == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+
+
+def value(scrape: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return scrape.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def readiness(port: int) -> tuple[int, dict[str, dict[str, object]]]:
+    status, body = get(port, "/readyz")
+    return status, json.loads(body)["checks"]
+
+
+@pytest.mark.slow
+def test_metrics_move_and_readiness_follows_the_imap_server(make_config: ConfigFactory, mailbox: Mailbox,
+                                                             dovecot: Dovecot, smtp_sink: SmtpSink,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(20)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    _, config = make_config(http={"listen": f"127.0.0.1:{port}"},
+                            mailboxes=[{"name": "support", "url": mailbox.url(), "idle_timeout": 2, "timeout": 5}])
+    app = prepared_app(config, tmp_path)
+    daemon = Daemon(app)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        assert notify.recv(100) == b"READY=1"  # systemd's Type=notify: the endpoint is up by now
+        wait_for(lambda: readiness(port)[0] == 200, 30, "/readyz 200 at start")
+        status, body = get(port, "/healthz")
+        assert status == 200 and json.loads(body)["checks"]["main"]["ok"]
+        before = samples(port)
+
+        mails = [s.raw for s in demo_mails()]
+        mailbox.append(*mails)
+        wait_for(lambda: value(samples(port), "supportd_replies_total", purpose="ack", outcome="sent")
+                 - value(before, "supportd_replies_total", purpose="ack", outcome="sent") >= 5,
+                 60, "acknowledgements sent")
+        wait_for(lambda: value(samples(port), "supportd_pending_mails") == 0, 30, "an empty backlog")
+        after = samples(port)
+        fetched = value(after, "supportd_mails_fetched_total", mailbox="support")
+        assert fetched - value(before, "supportd_mails_fetched_total", mailbox="support") == len(mails)
+        outcomes = {labels: v - before.get((name, labels), 0.0) for (name, labels), v in after.items()
+                    if name == "supportd_mails_processed_total"}
+        assert sum(outcomes.values()) == len(mails)
+        assert outcomes[(("outcome", "ticket"), ("stage", ""))] >= 7  # one demo mail is a duplicate
+        acks = "supportd_arrival_to_ack_seconds_count"
+        assert value(after, acks) > value(before, acks)
+        assert value(after, "supportd_stage_duration_seconds_count", stage="parse") \
+            - value(before, "supportd_stage_duration_seconds_count", stage="parse") == len(mails)
+        assert value(after, "supportd_mailbox_lease_held", mailbox="support") == 1
+        assert sum(v for (name, _), v in after.items() if name == "supportd_open_tickets") == 8
+        assert value(after, "supportd_imap_last_sync_timestamp_seconds", mailbox="support") > time.time() - 60
+
+        dovecot.halt()
+        down = wait_for(lambda: readiness(port)[0] == 503, 30, "/readyz 503 with the IMAP server stopped")
+        status, checks = readiness(port)
+        assert not checks["mailbox:support"]["ok"] and checks["database"]["ok"]
+        assert get(port, "/healthz")[0] == 200  # alive and retrying: not a reason to restart it
+        reconnects = value(samples(port), "supportd_imap_reconnects_total", mailbox="support")
+        assert reconnects >= 1
+
+        dovecot.start()
+        back = wait_for(lambda: readiness(port)[0] == 200, 90, "/readyz 200 with the IMAP server back")
+        print(f"/readyz: 503 after {down:.1f}s of outage, 200 again {back:.1f}s after the restart")
+        mailbox.append(b"From: li.wei@example.cn\r\nTo: support@desk.example\r\nSubject: KYC question\r\n"
+                       b"Message-ID: <after-outage@example.cn>\r\n\r\nHow long does verification take?\r\n")
+        wait_for(lambda: value(samples(port), "supportd_mails_fetched_total", mailbox="support") == fetched + 1,
+                 30, "the mail sent after the outage")
+    finally:
+        daemon.stop()
+        thread.join(timeout=60)
+        notify.close()
+    assert not thread.is_alive()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()  # the endpoint stopped with it
