@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from mailer import cli_ops, logs
 from mailer.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:  # the CLI imports the heavy modules only for the command that runs
@@ -224,15 +225,22 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
     from sqlalchemy import update
 
     from mailer.db import RawMessage
+    from mailer.progress import Progress
 
+    if not args.all and not args.ids:
+        raise UserError("give message ids (see `supportd quarantine list`) or --all")
     app = _app(args)
-    with app.db.session() as session:
-        query = update(RawMessage).where(RawMessage.status == "quarantined", RawMessage.stage != "intake")
-        if not args.all:
-            if not args.ids:
-                raise UserError("give message ids (see `supportd quarantine list`) or --all")
-            query = query.where(RawMessage.id.in_(args.ids))
-        count = session.execute(query.values(status="pending", stage=None, error=None)).rowcount
+    retryable = (RawMessage.status == "quarantined", RawMessage.stage != "intake")
+    with app.db.reading() as session:
+        ids = list(session.scalars(select(RawMessage.id).where(*retryable).order_by(RawMessage.id)))
+    ids = ids if args.all else sorted(set(ids) & set(args.ids))
+    count = 0
+    with Progress("mails back in the queue", len(ids)) as shown:
+        for start in range(0, len(ids), 500):  # one short transaction per chunk: the daemon keeps writing
+            with app.db.session() as session:
+                count += session.execute(update(RawMessage).where(*retryable, RawMessage.id.in_(
+                    ids[start:start + 500])).values(status="pending", stage=None, error=None)).rowcount
+            shown.advance(len(ids[start:start + 500]))
     app.close()
     print(f"{count} mails back in the queue")
     return EXIT_OK
@@ -248,6 +256,7 @@ def cmd_storage_new_key(args: argparse.Namespace) -> int:
 def cmd_storage_rotate(args: argparse.Namespace) -> int:
     """Re-encrypt raw mail and attachment files under the first key (or encrypt what was stored plain)."""
     from mailer.db import RawMessage
+    from mailer.progress import Progress, progress
 
     app = _app(args)
     if not app.sealer.enabled:
@@ -255,12 +264,14 @@ def cmd_storage_rotate(args: argparse.Namespace) -> int:
     rows = files = 0
     with app.db.reading() as session:
         ids = list(session.scalars(select(RawMessage.id).order_by(RawMessage.id)))
-    for start in range(0, len(ids), 200):
-        with app.db.session() as session:
-            for raw in session.scalars(select(RawMessage).where(RawMessage.id.in_(ids[start:start + 200]))):
-                raw.raw = app.sealer.reseal(raw.raw)
-                rows += 1
-    for path in app.store.paths():
+    with Progress("raw mails re-encrypted", len(ids)) as shown:
+        for start in range(0, len(ids), 200):
+            with app.db.session() as session:
+                for raw in session.scalars(select(RawMessage).where(RawMessage.id.in_(ids[start:start + 200]))):
+                    raw.raw = app.sealer.reseal(raw.raw)
+                    rows += 1
+            shown.advance(len(ids[start:start + 200]))
+    for path in progress(app.store.paths(), "attachment files re-encrypted"):
         temporary = path.with_name(f".rotate-{path.name}")
         temporary.write_bytes(app.sealer.reseal(path.read_bytes()))
         temporary.replace(path)
@@ -318,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="supportd", description="Email support pipeline daemon.")
     parser.add_argument("--log-level", default=os.environ.get("SUPPORTD_LOG_LEVEL", "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", choices=logs.FORMATS, default=os.environ.get("SUPPORTD_LOG_FORMAT"),
+                        help="json (default when stderr is not a terminal) or text")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
@@ -350,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = command("list", cmd_tickets_list, "list tickets", parent=tickets)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.add_argument("--status", choices=["open", "pending", "closed"])
+    cli_ops.register(sub, tickets, command, _app)
 
     sla = sub.add_parser("sla", help="service levels").add_subparsers(dest="sub", required=True)
     sla_report = command("report", cmd_sla_report, "met and breached first replies per queue", parent=sla)
@@ -372,10 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("dramatiq").setLevel(max(logging.WARNING, logging.getLogger().level))
-    for noisy in ("imapclient", "alembic", "pika"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(args.log_level, args.log_format)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -41,9 +41,10 @@ class MailboxState:
 class Check:
     ok: bool
     detail: str
+    data: dict[str, object] = field(default_factory=dict)  # facts for `supportd status`
 
     def to_json(self) -> dict[str, object]:
-        return {"ok": self.ok, "detail": self.detail}
+        return {"ok": self.ok, "detail": self.detail, **self.data}
 
 
 @dataclass
@@ -164,14 +165,16 @@ def broker_check(url: str) -> Check:
 
 
 def mailbox_check(state: MailboxState) -> Check:
+    facts: dict[str, object] = {"last_sync": state.last_sync, "last_error": state.last_error,
+                                "reconnects": state.reconnects}
     if state.last_error is not None:
-        return Check(False, f"failing: {state.last_error}")
+        return Check(False, f"failing: {state.last_error}", facts)
     if state.last_sync is None:
-        return Check(False, "not synced yet")
+        return Check(False, "not synced yet", facts)
     age = time.time() - state.last_sync
     if age > state.bound:
-        return Check(False, f"last sync {age:.0f}s ago (bound {state.bound:.0f}s)")
-    return Check(True, f"synced {age:.0f}s ago")
+        return Check(False, f"last sync {age:.0f}s ago (bound {state.bound:.0f}s)", facts)
+    return Check(True, f"synced {age:.0f}s ago", facts)
 
 
 def replies_check(db: Database) -> Check:
