@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from mailer import cli_ops, logs
+from mailer import cli_ops, logs, safety
 from mailer.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:  # the CLI imports the heavy modules only for the command that runs
@@ -37,7 +37,24 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(_config_path(args))
+    return _with_drivers(load_config(_config_path(args)))
+
+
+def _with_drivers(config: Config) -> Config:
+    """Every command stops here, in one line, when the config needs a driver the install lacks."""
+    missing = safety.missing_drivers(config)
+    if missing:
+        raise UserError(missing)
+    return config
+
+
+def _warn(config: Config, *, logged: bool = False) -> None:
+    """check-config prints; a starting daemon logs (so a JSON log stays all JSON)."""
+    for warning in safety.warnings(config):
+        if logged:
+            logging.getLogger("supportd").warning("%s", warning)
+        else:
+            print(f"supportd: warning: {warning}", file=sys.stderr)
 
 
 def _app(args: argparse.Namespace, *, upgrade: bool = True) -> App:
@@ -51,7 +68,8 @@ def _app(args: argparse.Namespace, *, upgrade: bool = True) -> App:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+    config = _with_drivers(load_config(args.file))
+    _warn(config)
     print(f"{args.file}: OK ({len(config.mailboxes)} mailboxes, {len(config.queues)} queues, "
           f"{len(config.rules)} rules, database {config.database_url.split('@')[-1]})")
     return EXIT_OK
@@ -93,6 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mailer.daemon import Daemon, DaemonError
 
     app = _app(args)
+    _warn(app.config, logged=True)
     if not app.config.mailboxes and not (app.config.lmtp_listen and not args.once):
         raise UserError(f"{app.config.source}: mailboxes: no [[mailboxes]] (or [lmtp] listen) configured, "
                         "nothing to read")
@@ -119,6 +138,7 @@ def cmd_lmtp(args: argparse.Namespace) -> int:
     from mailer.daemon import Daemon
 
     app = _app(args)
+    _warn(app.config, logged=True)
     listen = app.config.lmtp_listen
     if args.listen:
         host, _, port = args.listen.rpartition(":")

@@ -42,7 +42,7 @@ from parsing.identifiers import extract_identifiers
 from parsing.message import parse, without_body
 from parsing.normalize import content_hash
 from parsing.secrets import kind_names, redact
-from routing.authresults import evaluate
+from routing.authresults import evaluate, reported_dmarc_failures
 from routing.autoreply import automatic_reason
 from routing.dedup import find_exact_duplicate, find_repeat, find_thread
 from routing.verify import SPOOFED, VERIFIED, AccountRef, Verification, verify_sender
@@ -151,10 +151,15 @@ def route(work: Work) -> bool:
 
 
 def authenticate(work: Work) -> bool:
-    """A registered address counts only if our MTA's report meets the queue's policy; otherwise spoofed."""
+    """A registered address counts only if our MTA's report meets the queue's policy; otherwise spoofed.
+
+    Without [trust] no header can be told from a forged one; a reported DMARC failure for the From
+    domain still makes the sender spoofed (believing a failure can only ever hurt the forger)."""
     trust, verification = work.app.config.trust, need(work.verification, "verify")
-    if trust is None or verification.status != VERIFIED or verification.address is None:
+    if verification.status != VERIFIED or verification.address is None:
         return True
+    if trust is None:
+        return refuse_reported_dmarc_failure(work, verification)
     auth = evaluate(need(work.mail, "parse").trace, trust.authserv_id, trust.received_hops)
     queue = work.thread.ticket.queue if work.thread is not None else need(work.route, "route").queue
     policy = work.app.config.queues[queue].auth_policy
@@ -168,6 +173,18 @@ def authenticate(work: Work) -> bool:
     else:
         work.verification = replace(verification, evidence={**verification.evidence, "policy": policy,
                                                             "authentication": auth.evidence})
+    return True
+
+
+def refuse_reported_dmarc_failure(work: Work, verification: Verification) -> bool:
+    domain = (verification.address or "").rpartition("@")[2]
+    servers = reported_dmarc_failures(need(work.mail, "parse").trace, domain)
+    if servers:
+        work.verification = Verification(SPOOFED, verification.address, None, evidence={
+            "reason": "an Authentication-Results header reports a DMARC failure for the From domain "
+                      "(no [trust] configured: any such report counts)", "reported_by": servers[:5]})
+        if work.thread is not None and work.thread.by_tag:
+            work.thread = None
     return True
 
 
