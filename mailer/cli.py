@@ -322,15 +322,16 @@ def cmd_sla_report(args: argparse.Namespace) -> int:
 
     reports = report.build(times, lambda t: app.calendars[app.config.sla.policy_for(t.queue, t.priority).calendar],
                            utcnow(), target_hours)
+    reports = report.with_waiting(reports, cli_ops.waiting_tickets(app), app.calendars, utcnow())
     if args.json:
         for item in reports:
             print(json.dumps(item.to_json(), ensure_ascii=False))
     else:
-        print(report.text_table(reports))
+        print(report.text_table(reports) + "\n\n" + report.at_risk_table(reports))
     if args.html:
         bins = [f"{lo}–{hi}h" if hi else f"{lo}h+" for lo, hi in report.BINS]
         page = app.renderer.env.get_template("report/sla.html.j2").render(
-            reports=reports, bins=bins, desk_name=app.config.desk_name,
+            reports=reports, bins=bins, desk_name=app.config.desk_name, at_risk_labels=report.AT_RISK_LABELS,
             period=f"since {args.since}" if args.since else "at any time",
             generated=utcnow().astimezone(app.calendar.zone).strftime("%Y-%m-%d %H:%M %Z"))
         Path(args.html).write_text(page, encoding="utf-8")

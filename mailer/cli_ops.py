@@ -17,10 +17,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from mailer.db import Checkpoint, Lease, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
 from mailer.metrics import ledger_backlog
+from sla.report import Waiting
 
 if TYPE_CHECKING:
     from mailer.app import App
@@ -169,6 +170,17 @@ def format_status(report: dict[str, Any], zone: ZoneInfo) -> str:
         lines.append("(no open tickets)")
     lines += [""] + ([f"PROBLEM: {p}" for p in report["problems"]] or ["no problems"])
     return "\n".join(lines)
+
+
+# --- sla report: the at-risk view -----------------------------------------------------------------
+
+def waiting_tickets(app: App) -> list[Waiting]:
+    """Open tickets (waiting on the desk, not on the customer) with their next due time."""
+    due = case((Ticket.first_responded_at.is_(None), Ticket.first_response_due), else_=Ticket.resolution_due)
+    with app.db.reading() as session:
+        rows = session.execute(select(Ticket.queue, due, Ticket.sla_calendar).where(
+            Ticket.status == "open", due.is_not(None))).all()
+    return [Waiting(queue, moment, calendar) for queue, moment, calendar in rows]
 
 
 # --- tickets show ----------------------------------------------------------------------------------

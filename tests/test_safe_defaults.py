@@ -37,8 +37,8 @@ def test_a_reported_dmarc_failure_is_never_verified_without_trust(make_config: C
     path, config = make_config()
     assert config.trust is None
     prepared_app(config, tmp_path).close()
-    failing = ("Authentication-Results: mx.anywhere.example; spf=fail smtp.mailfrom=evil.example; "
-               "dmarc=fail (p=reject) header.from=example.com\r\n").encode()
+    failing = (b"Authentication-Results: mx.anywhere.example; spf=fail smtp.mailfrom=evil.example; "
+               b"dmarc=fail (p=reject) header.from=example.com\r\n")
     other_domain = b"Authentication-Results: mx.anywhere.example; dmarc=fail header.from=elsewhere.example\r\n"
     mailbox.append(failing + text_mail("omar@example.com", *HACKED, "<forged@x>"),
                    other_domain + text_mail("li.wei@example.cn", "KYC question", "How long?", "<kyc@x>"))
