@@ -4,11 +4,15 @@ Dovecot and the aiosmtpd sink; /readyz follows the IMAP server going away and co
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from mailer.embedded import SmtpSink, free_port
 from mailer.samples import demo_mails
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Dovecot, Mailbox, dovecot_available
+from tests.test_pipeline import run_once
 
 
 @pytest.fixture
@@ -135,3 +140,44 @@ def test_metrics_move_and_readiness_follows_the_imap_server(make_config: ConfigF
     assert not thread.is_alive()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()  # the endpoint stopped with it
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_worker_process_serves_its_own_endpoint_with_multiprocess_metrics(
+        make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink, pg_url: str, redis_url: str,
+        tmp_path: Path) -> None:
+    port = free_port()
+    path, config = make_config(database_url=pg_url, http={"listen": f"127.0.0.1:{port}"}, broker={
+        "url": redis_url, "worker_threads": 0, "namespace": f"supportd-test-{uuid.uuid4().hex[:8]}"})
+    prepared_app(config, tmp_path).close()
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    worker = subprocess.Popen([sys.executable, "-m", "mailer", "--log-level", "WARNING", "worker", "--config",
+                               str(path), "--threads", "2"], stderr=subprocess.PIPE, env=environment)
+    try:
+        wait_for(lambda: _answers(port), 30, "the worker's endpoint")
+        status, body = get(port, "/healthz")
+        assert status == 200 and json.loads(body)["checks"]["workers"]["ok"]
+        status, body = get(port, "/readyz")
+        checks = json.loads(body)["checks"]
+        assert status == 200 and checks["broker"]["ok"] and checks["database"]["ok"]
+        mailbox.append(*(s.raw for s in demo_mails()))
+        assert run_once(path) == 0  # the daemon runs no worker threads: the worker process did the work
+        scrape = samples(port)
+        processed = sum(v for (name, _), v in scrape.items() if name == "supportd_mails_processed_total")
+        assert processed == len(demo_mails())
+        assert value(scrape, "supportd_replies_total", purpose="ack", outcome="sent") >= 5
+        assert list(metrics_dir.glob("*.db"))  # the counters live in the shared directory
+    finally:
+        worker.terminate()
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err.decode()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return get(port, "/healthz")[0] in (200, 503)
+    except OSError:
+        return False
