@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from mailer import lease, reconcile
+from mailer import lease, metrics, reconcile
 from mailer.app import App
 from mailer.db import Outbox, RawMessage, utcnow
 from mailer.escalate import escalate, recompute_if_changed
@@ -165,6 +165,7 @@ class Daemon:
             if renew():
                 intake.run(self.stop_event, renew)
             else:
+                metrics.mailbox_standby(intake.config.name, lease.LEASE_TTL.total_seconds())
                 self.stop_event.wait(lease.LEASE_TTL.total_seconds() / 4)  # hot standby
 
 

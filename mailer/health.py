@@ -78,6 +78,10 @@ class Health:
         state = self.mailboxes.get(mailbox)
         if state is not None:
             state.last_sync, state.last_error = time.time(), None
+        self.turning(mailbox)
+
+    def turning(self, mailbox: str) -> None:
+        state = self.mailboxes.get(mailbox)
         self.beat(f"intake:{mailbox}", state.bound if state else 600.0)
 
     def failed(self, mailbox: str, error: str) -> None:
@@ -85,8 +89,7 @@ class Health:
         if state is not None:
             state.last_error = error
             state.reconnects += 1
-        # A failing loop still turns: it retries within the backoff cap.
-        self.beat(f"intake:{mailbox}", state.bound if state else 600.0)
+        self.turning(mailbox)  # a failing loop still turns: it retries within the backoff cap
 
     def reset(self) -> None:
         """Forget everything (a process that starts a second daemon, as the tests do)."""

@@ -94,7 +94,7 @@ class MailboxIntake:
         self.uidvalidity = uidvalidity
         uids = sorted(uid for uid in client.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
         if not uids:
-            metrics.mailbox_synced(self.config.name, 0)
+            metrics.mailbox_synced(self.config.name)
             return []
         sizes = {uid: int(data.get(b"RFC822.SIZE", 0)) for uid, data in client.fetch(uids, ["RFC822.SIZE"]).items()}
         stored: list[int] = []
@@ -103,7 +103,8 @@ class MailboxIntake:
             ids = self._store(uidvalidity, rows, max(batch))
             stored += ids
             self.on_stored(ids)
-        metrics.mailbox_synced(self.config.name, len(uids))
+            metrics.mails_fetched(self.config.name, len(batch))
+        metrics.mailbox_synced(self.config.name)
         log.info("%s: stored %d new mails (UID %d..%d)", self.config.name, len(stored), uids[0], uids[-1])
         return stored
 

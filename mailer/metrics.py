@@ -108,10 +108,19 @@ def _log_mail(raw: RawMessage, outcome: str, stage: str | None, seconds: float, 
             seconds * 1000, extra={"fields": fields})
 
 
-def mailbox_synced(mailbox: str, fetched: int) -> None:
-    if fetched:
-        FETCHED.labels(mailbox).inc(fetched)
+def mails_fetched(mailbox: str, count: int) -> None:
+    """A batch is stored: counted, and the intake loop is turning (a first sync can be long)."""
+    FETCHED.labels(mailbox).inc(count)
+    HEALTH.turning(mailbox)
+
+
+def mailbox_synced(mailbox: str) -> None:
     HEALTH.synced(mailbox)
+
+
+def mailbox_standby(mailbox: str, seconds: float) -> None:
+    """Another daemon holds the lease: this loop waits, turning, and is not expected to sync."""
+    HEALTH.beat(f"intake:{mailbox}", seconds)
 
 
 def mailbox_failed(mailbox: str, error: BaseException) -> None:

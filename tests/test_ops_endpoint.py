@@ -15,10 +15,12 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mailer.cli import main
 from mailer.daemon import Daemon
 from mailer.embedded import SmtpSink, free_port
 from mailer.samples import demo_mails
@@ -70,6 +72,12 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def live_status(path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    capsys.readouterr()
+    main(["status", "--config", str(path), "--json"])
+    return dict(json.loads(capsys.readouterr().out))
+
+
 def readiness(port: int) -> tuple[int, dict[str, dict[str, object]]]:
     status, body = get(port, "/readyz")
     return status, json.loads(body)["checks"]
@@ -78,13 +86,14 @@ def readiness(port: int) -> tuple[int, dict[str, dict[str, object]]]:
 @pytest.mark.slow
 def test_metrics_move_and_readiness_follows_the_imap_server(make_config: ConfigFactory, mailbox: Mailbox,
                                                              dovecot: Dovecot, smtp_sink: SmtpSink,
-                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(20)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
-    _, config = make_config(http={"listen": f"127.0.0.1:{port}"},
+    path, config = make_config(http={"listen": f"127.0.0.1:{port}"},
                             mailboxes=[{"name": "support", "url": mailbox.url(), "idle_timeout": 2, "timeout": 5}])
     app = prepared_app(config, tmp_path)
     daemon = Daemon(app)
@@ -117,6 +126,9 @@ def test_metrics_move_and_readiness_follows_the_imap_server(make_config: ConfigF
         assert value(after, "supportd_mailbox_lease_held", mailbox="support") == 1
         assert sum(v for (name, _), v in after.items() if name == "supportd_open_tickets") == 8
         assert value(after, "supportd_imap_last_sync_timestamp_seconds", mailbox="support") > time.time() - 60
+        status = live_status(path, capsys)
+        [box] = status["mailboxes"]
+        assert status["daemon"] == "ready" and box["lease_holder"] and box["last_sync"] and box["error"] is None
 
         dovecot.halt()
         down = wait_for(lambda: readiness(port)[0] == 503, 30, "/readyz 503 with the IMAP server stopped")
@@ -125,6 +137,8 @@ def test_metrics_move_and_readiness_follows_the_imap_server(make_config: ConfigF
         assert get(port, "/healthz")[0] == 200  # alive and retrying: not a reason to restart it
         reconnects = value(samples(port), "supportd_imap_reconnects_total", mailbox="support")
         assert reconnects >= 1
+        status = live_status(path, capsys)
+        assert status["mailboxes"][0]["error"] and any("mailbox support" in p for p in status["problems"])
 
         dovecot.start()
         back = wait_for(lambda: readiness(port)[0] == 200, 90, "/readyz 200 with the IMAP server back")
