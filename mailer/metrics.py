@@ -55,18 +55,20 @@ _current = threading.local()  # per worker thread: the running mail's stage and 
 
 def timed_stage(name: str, stage: Stage, work: Work) -> bool:
     """Run one stage, timing it; remembers the stage so the mail's log line can name where it ended."""
+    if getattr(_current, "work", None) is not work:  # a new mail (a retried or collided one left no trace)
+        _current.work, _current.seconds = work, 0.0
     started = time.perf_counter()
     try:
         return stage(work)
     finally:
         spent = time.perf_counter() - started
         STAGE_SECONDS.labels(name).observe(spent)
-        _current.stage, _current.seconds = name, getattr(_current, "seconds", 0.0) + spent
+        _current.stage, _current.seconds = name, _current.seconds + spent
 
 
 def _take_mail_timing() -> tuple[str | None, float]:
     stage, seconds = getattr(_current, "stage", None), getattr(_current, "seconds", 0.0)
-    _current.stage, _current.seconds = None, 0.0
+    _current.stage, _current.seconds, _current.work = None, 0.0, None
     return stage, seconds
 
 
@@ -112,6 +114,11 @@ def mails_fetched(mailbox: str, count: int) -> None:
     """A batch is stored: counted, and the intake loop is turning (a first sync can be long)."""
     FETCHED.labels(mailbox).inc(count)
     HEALTH.turning(mailbox)
+
+
+def mail_pushed(mailbox: str) -> None:
+    """A mail taken over LMTP: counted as fetched for its pseudo-mailbox; no sync loop to watch."""
+    FETCHED.labels(mailbox).inc()
 
 
 def mailbox_synced(mailbox: str) -> None:
