@@ -167,9 +167,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     _on_signals(stop.set)
     workers = Workers(app)
+    service = Service(app, workers, None, main_every=30.0)
     workers.start(args.threads or app.config.broker.worker_threads or 4)
     logging.getLogger("supportd").info("worker running on %s", app.config.broker.url.split("@")[-1])
-    service = Service(app, workers, None, main_every=30.0)
+    service.ready()
     while not stop.wait(30.0):
         service.beat()
     service.stop()

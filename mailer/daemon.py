@@ -130,6 +130,7 @@ class Daemon:
     # --- forever ---------------------------------------------------------------------------------
 
     def run(self) -> None:
+        service = Service(self.app, self.workers, self.holder if self.intakes else None, RECONCILE_EVERY)
         self._start()
         listener = None
         if self.app.config.lmtp_listen:
@@ -141,7 +142,7 @@ class Daemon:
             thread.start()
         log.info("supportd running: %d mailboxes, broker %s", len(self.intakes),
                  "embedded" if self.app.config.broker.embedded else self.app.config.broker.url.split("@")[-1])
-        service = Service(self.app, self.workers, self.holder if self.intakes else None, RECONCILE_EVERY)
+        service.ready()
         try:
             while not self.stop_event.wait(RECONCILE_EVERY):
                 self._reconcile(settled_for=SETTLED_FOR)

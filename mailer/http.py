@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from mailer.config import ConfigError
 from mailer.health import HEALTH, Check
 from mailer.metrics import exposition
 
@@ -85,8 +86,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(app: App) -> Endpoint | None:
-    """Start the endpoint if `[http] listen` is configured."""
+    """Start the endpoint if `[http] listen` is configured; a port in use is a config error, said in one line."""
     listen = app.config.http_listen
     if listen is None:
         return None
-    return Endpoint(app, *listen).start()
+    try:
+        endpoint = Endpoint(app, *listen)
+    except OSError as exc:
+        raise ConfigError(app.config.source, "http.listen", f"cannot listen on {listen[0]}:{listen[1]}: "
+                          f"{exc.strerror or exc}") from None
+    return endpoint.start()

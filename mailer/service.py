@@ -25,6 +25,8 @@ def sync_bound(mailbox: MailboxConfig) -> float:
 
 
 class Service:
+    """Made before the work starts (a port in use stops the command cleanly); `ready()` once it runs."""
+
     def __init__(self, app: App, workers: Workers | None, holder: str | None, main_every: float) -> None:
         self.app, self.main_every = app, main_every
         HEALTH.reset()
@@ -36,7 +38,10 @@ class Service:
             HEALTH.watch("workers", lambda: workers_check(workers))
         self.beat()
         self.endpoint: Endpoint | None = serve(app)
-        self.watchdog = systemd.Watchdog(lambda: all(c.ok for c in HEALTH.liveness().values())).start()
+        self.watchdog = systemd.Watchdog(lambda: all(c.ok for c in HEALTH.liveness().values()))
+
+    def ready(self) -> None:
+        self.watchdog.start()
         systemd.notify("READY=1")
 
     def beat(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import subprocess
 import sys
 from datetime import datetime
@@ -129,3 +130,18 @@ def test_json_log_lines_name_each_mail_and_never_its_secrets(make_config: Config
     text = subprocess.run([sys.executable, "-m", "mailer", "--log-format", "text", "run", "--once", "--config",
                            str(path)], capture_output=True, text=True, timeout=120)
     assert text.returncode == 0 and not any(line.startswith("{") for line in text.stderr.splitlines())
+
+
+def test_an_endpoint_port_in_use_stops_the_daemon_in_one_line(make_config: ConfigFactory, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path, config = make_config(http={"listen": f"127.0.0.1:{port}"})
+        prepared_app(config, tmp_path).close()
+        done = subprocess.run([sys.executable, "-m", "mailer", "run", "--config", str(path)], capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("supportd: config error:") and f"http.listen: cannot listen on 127.0.0.1:{port}" in last
+    assert "Traceback" not in done.stderr
