@@ -233,9 +233,16 @@ class MailboxIntake:
         client.idle()
         try:
             deadline = time.monotonic() + self.config.idle_timeout
+            empty_at_once = 0
             while not stop.is_set() and time.monotonic() < deadline:
+                asked = time.monotonic()
                 if client.idle_check(timeout=1.0) or self.unmarked():
                     return
+                # imapclient answers [] at once, forever, when the server has closed the connection (EOF
+                # is swallowed): without this the loss shows only at the end of the IDLE round.
+                empty_at_once = empty_at_once + 1 if time.monotonic() - asked < 0.1 else 0
+                if empty_at_once >= 3:
+                    raise ConnectionResetError("the server closed the connection during IDLE")
         finally:
             client.idle_done()
 

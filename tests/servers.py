@@ -100,11 +100,13 @@ class Dovecot:
     def new_mailbox(self) -> Mailbox:
         return Mailbox("127.0.0.1", self.port, self.users.pop(), "secret")
 
-    def halt(self) -> None:
-        """Stop the server but keep its mail: `start()` brings the same mailboxes back (outage tests)."""
+    def halt(self, how: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the server but keep its mail: `start()` brings the same mailboxes back (outage tests).
+
+        SIGTERM is an orderly stop (clients get BYE); SIGKILL a crash (connections just close)."""
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
+                os.killpg(self.process.pid, how)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -3,8 +3,10 @@ Dovecot and the aiosmtpd sink; /readyz follows the IMAP server going away and co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mailer.cli import main
 from mailer.daemon import Daemon
 from mailer.embedded import SmtpSink, free_port
+from mailer.health import HEALTH
 from mailer.samples import demo_mails
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Dovecot, Mailbox, dovecot_available
@@ -94,7 +97,8 @@ def test_metrics_move_and_readiness_follows_the_imap_server(make_config: ConfigF
     notify.settimeout(20)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     path, config = make_config(http={"listen": f"127.0.0.1:{port}"},
-                            mailboxes=[{"name": "support", "url": mailbox.url(), "idle_timeout": 2, "timeout": 5}])
+                            # a long IDLE round: a closed connection must be seen at once, not at its end
+                            mailboxes=[{"name": "support", "url": mailbox.url(), "idle_timeout": 300, "timeout": 5}])
     app = prepared_app(config, tmp_path)
     daemon = Daemon(app)
     thread = threading.Thread(target=daemon.run, daemon=True)
@@ -130,8 +134,8 @@ def test_metrics_move_and_readiness_follows_the_imap_server(make_config: ConfigF
         [box] = status["mailboxes"]
         assert status["daemon"] == "ready" and box["lease_holder"] and box["last_sync"] and box["error"] is None
 
-        dovecot.halt()
-        down = wait_for(lambda: readiness(port)[0] == 503, 30, "/readyz 503 with the IMAP server stopped")
+        dovecot.halt(signal.SIGKILL)  # a crash: no BYE, the connection just closes in the middle of IDLE
+        down = wait_for(lambda: readiness(port)[0] == 503, 10, "/readyz 503 with the IMAP server stopped")
         status, checks = readiness(port)
         assert not checks["mailbox:support"]["ok"] and checks["database"]["ok"]
         assert get(port, "/healthz")[0] == 200  # alive and retrying: not a reason to restart it
@@ -195,3 +199,73 @@ def _answers(port: int) -> bool:
         return get(port, "/healthz")[0] in (200, 503)
     except OSError:
         return False
+
+
+class CuttableProxy:
+    """A TCP hop in front of the IMAP server that can drop every connection without a word (as a NAT
+    gateway or load balancer does): the client sees the connection close, and no BYE."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def test_a_connection_dropped_during_idle_is_seen_at_once(mailbox: Mailbox, tmp_path: Path) -> None:
+    from mailer import migrate
+    from mailer.config import config_from_dict
+    from mailer.db import Database
+    from mailer.intake import MailboxIntake
+
+    proxy = CuttableProxy((mailbox.host, mailbox.port))
+    url = f"imap://{mailbox.user}:{mailbox.password}@127.0.0.1:{proxy.port}/INBOX"
+    config = config_from_dict({"mailboxes": [{"name": "cut", "url": url, "idle_timeout": 300, "timeout": 5}],
+                               "smtp": {"url": "smtp://127.0.0.1:1", "from_address": "support@desk.example"},
+                               "database": {"url": f"sqlite:///{tmp_path / 'cut.db'}"}})
+    migrate.upgrade(config.database_url)
+    db = Database(config.database_url)
+    HEALTH.reset()
+    HEALTH.watch_mailbox("cut", 300)
+    intake = MailboxIntake(db, config.mailboxes[0], config.max_message_bytes, lambda ids: None)
+    stop = threading.Event()
+    thread = threading.Thread(target=intake.run, args=(stop, lambda: True), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: HEALTH.mailboxes["cut"].last_sync is not None, 20, "the first sync")
+        time.sleep(1.5)  # in IDLE now
+        proxy.cut()
+        seen = wait_for(lambda: HEALTH.mailboxes["cut"].last_error is not None, 10, "the dropped connection")
+        print(f"dropped connection seen after {seen:.1f}s (IDLE round of 300s)")
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+        db.dispose()
+        HEALTH.reset()
