@@ -1,7 +1,7 @@
 """open tickets index: status and queue, for scrape-time gauges and `supportd status`
 
 Revision ID: 0013
-Revises: 0005
+Revises: 0006
 Create Date: 2026-11-25 12:30:00.000000
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = '0013'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
