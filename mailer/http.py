@@ -51,7 +51,8 @@ class Endpoint:
         return HEALTH.liveness()
 
     def readiness(self) -> dict[str, Check]:
-        return {**HEALTH.liveness(), **HEALTH.readiness(self.app.db, self.app.config.broker.url)}
+        return {**HEALTH.liveness(), **HEALTH.readiness(self.app.db, self.app.config.broker.url),
+                "connections": connections_check(self.app)}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -83,6 +84,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # scrapes every few seconds: not worth a line
         log.debug("%s " + format, self.address_string(), *args)
+
+
+def connections_check(app: App) -> Check:
+    """What the operator must fix on a connection (a certificate, a revoked token), as intake and SMTP saw it."""
+    problems = app.links.problems()
+    if problems:
+        return Check(False, "; ".join(f"{endpoint}: {reason}" for endpoint, reason in sorted(problems.items())))
+    return Check(True, "no sign-in or certificate problems")
 
 
 def serve(app: App) -> Endpoint | None:
