@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from mailer.cli_retention import register as register_retention_commands
 from mailer.cli_spam import register as register_spam_commands
 from mailer.config import Config, ConfigError, load_config
 
@@ -369,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("ids", nargs="*", type=int)
     retry.add_argument("--all", action="store_true")
     register_spam_commands(sub, command, _app)
+    register_retention_commands(sub, command, _app)
     return parser
 
 
