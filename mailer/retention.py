@@ -72,6 +72,7 @@ class PurgeReport:
     raw_mails: int = 0
     attachments: int = 0  # references released
     files: int = 0  # content files that leave the store
+    files_kept: int = 0  # unreferenced, but used again meanwhile (or within the last hour): a later run takes them
     tickets: int = 0  # anonymised
     cutoffs: dict[str, datetime | None] = field(default_factory=dict)
 
@@ -94,7 +95,9 @@ def purge(db: Database, store: ContentStore, retention: RetentionConfig, now: da
     for count, files in _batches(db, apply, lambda s, after: _attachment_batch(
             s, cutoffs, now, after, batch_size, apply)):
         report.attachments += count
-        report.files += len(files) if not apply else _remove_files(db, store, files)
+        removed = _remove_files(db, store, files) if apply else len(files)
+        report.files += removed
+        report.files_kept += len(files) - removed
         tick("attachments", report.attachments)
     if cutoffs.closed_tickets is not None:
         for count in _batches(db, apply, lambda s, after: _ticket_batch(s, cutoffs, now, after, batch_size, apply)):
@@ -216,6 +219,7 @@ def _remove_files(db: Database, store: ContentStore, shas: list[str]) -> int:
         try:
             os.replace(path, aside)
         except FileNotFoundError:
+            removed += 1  # gone already (an earlier run stopped between its commit and here)
             continue
         recent = time.time() - aside.stat().st_mtime < FILE_GRACE_SECONDS
         with db.reading() as session:
