@@ -256,7 +256,7 @@ def cmd_storage_rotate(args: argparse.Namespace) -> int:
         raise UserError(f"{app.config.source}: encryption.keys_env: not configured; nothing to rotate to")
     rows = files = 0
     with app.db.reading() as session:
-        ids = list(session.scalars(select(RawMessage.id).order_by(RawMessage.id)))
+        ids = list(session.scalars(select(RawMessage.id).where(RawMessage.purged_at.is_(None)).order_by(RawMessage.id)))
     for start in range(0, len(ids), 200):
         with app.db.session() as session:
             for raw in session.scalars(select(RawMessage).where(RawMessage.id.in_(ids[start:start + 200]))):

@@ -3,9 +3,13 @@ database, then `supportd purge` (dry run and --apply) on SQLite and on PostgreSQ
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import pty
 import re
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -195,6 +199,15 @@ def test_purge_removes_what_the_rules_say_and_nothing_else(
     assert main(["purge", "--config", str(path), "--apply"]) == 0
     assert _counts(capsys.readouterr().out) == {"raw mail": 0, "attachments": 0, "files": 0, "closed tickets": 0}
 
+    # What stays is still sealed and still opens, also under a rotated key.
+    old_key, new_key = os.environ["SUPPORTD_TEST_KEYS"], Fernet.generate_key().decode()
+    monkeypatch.setenv("SUPPORTD_TEST_KEYS", f"{new_key},{old_key}")
+    assert main(["storage", "rotate", "--config", str(path)]) == 0
+    assert "re-encrypted 3 raw mails and 2 attachment files" in capsys.readouterr().out  # kenji, spam, huge
+    monkeypatch.setenv("SUPPORTD_TEST_KEYS", new_key)
+    rotated = ContentStore(store.root, Sealer([new_key.encode()]))
+    assert rotated.get(shared) == SHARED and rotated.get(only_chen) == ONLY_CHEN
+
     # The same mails fetched again are still recognised, though their bytes (and Anna's words) are gone.
     with db.reading() as session:
         tickets_before = len(list(session.scalars(select(Ticket.id))))
@@ -251,3 +264,30 @@ def test_purge_without_rules_keeps_everything(make_config: ConfigFactory, tmp_pa
     prepared_app(config, tmp_path).close()
     assert main(["purge", "--config", str(path), "--apply"]) == 0
     assert "no [retention] rule configured; everything is kept" in capsys.readouterr().out
+
+
+def test_purge_shows_progress_on_a_terminal_only(make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink,
+                                                 tmp_path: Path) -> None:
+    path, config = make_config(retention={"raw_mail_days": 30, "minimum_days": 30})
+    prepared_app(config, tmp_path).close()
+    mailbox.append(AUTOMATIC)
+    assert run_once(path) == 0
+    db = Database(config.database_url)
+    with db.session() as session:
+        session.execute(update(RawMessage).values(received_at=utcnow() - timedelta(days=31)))
+    db.dispose()
+    command = [sys.executable, "-m", "mailer", "purge", "--config", str(path)]
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0 and quiet.stderr == "" and re.search(r"raw mail:\s+1 would be removed", quiet.stdout)
+
+    leader, follower = pty.openpty()
+    with subprocess.Popen([*command, "--apply"], stdout=subprocess.PIPE, stderr=follower) as process:
+        os.close(follower)
+        out, _ = process.communicate(timeout=60)
+        terminal = b""
+        with contextlib.suppress(OSError):  # EIO once the child has closed its end
+            while chunk := os.read(leader, 4096):
+                terminal += chunk
+        os.close(leader)
+    assert process.returncode == 0 and re.search(rb"raw mail:\s+1 removed", out)
+    assert b"\rpurge: raw mail: 1" in terminal
