@@ -56,7 +56,7 @@ def _progress(stream: TextIO) -> Callable[[str, int], None]:
 
 
 def _day(moment: datetime | None) -> str:
-    return f"older than {moment:%Y-%m-%d %H:%M} UTC" if moment else "kept (no rule)"
+    return f"older than {moment:%Y-%m-%d %H:%M} UTC" if moment else "no rule of its own"
 
 
 def summary(report: PurgeReport) -> str:
