@@ -66,7 +66,7 @@ def summary(report: PurgeReport) -> str:
         "purge: " + ("applied" if report.applied else "dry run, nothing changed (run with --apply to remove)"),
         f"  raw mail:        {report.raw_mails:>8} {verb}   ({_day(cut['raw_mail'])})",
         f"  attachments:     {report.attachments:>8} {verb}   ({_day(cut['attachments'])}); "
-        f"files {verb}: {report.files}" + (f" ({report.files_kept} kept: used again within the hour)"
+        f"files {verb}: {report.files}" + (f" ({report.files_kept} kept: written within the hour, for a later run)"
                                            if report.files_kept else ""),
         f"  closed tickets:  {report.tickets:>8} {'anonymised' if report.applied else 'would be anonymised'}"
         f"   ({_day(cut['closed_tickets'])})",

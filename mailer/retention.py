@@ -72,7 +72,7 @@ class PurgeReport:
     raw_mails: int = 0
     attachments: int = 0  # references released
     files: int = 0  # content files that leave the store
-    files_kept: int = 0  # unreferenced, but used again meanwhile (or within the last hour): a later run takes them
+    files_kept: int = 0  # unreferenced but used within the hour: kept with their references for a later run
     tickets: int = 0  # anonymised
     cutoffs: dict[str, datetime | None] = field(default_factory=dict)
 
@@ -92,12 +92,12 @@ def purge(db: Database, store: ContentStore, retention: RetentionConfig, now: da
     for count in _batches(db, apply, lambda s, after: _raw_batch(s, cutoffs, now, after, batch_size, apply)):
         report.raw_mails += count
         tick("raw mail", report.raw_mails)
-    for count, files in _batches(db, apply, lambda s, after: _attachment_batch(
-            s, cutoffs, now, after, batch_size, apply)):
+    for count, files, held in _batches(db, apply, lambda s, after: _attachment_batch(
+            s, store, cutoffs, now, after, batch_size, apply)):
         report.attachments += count
         removed = _remove_files(db, store, files) if apply else len(files)
         report.files += removed
-        report.files_kept += len(files) - removed
+        report.files_kept += held + len(files) - removed
         tick("attachments", report.attachments)
     if cutoffs.closed_tickets is not None:
         for count in _batches(db, apply, lambda s, after: _ticket_batch(s, cutoffs, now, after, batch_size, apply)):
@@ -169,8 +169,9 @@ def _attachment_candidates(cutoffs: Cutoffs) -> ColumnElement[bool]:
                     _older(Ticket.closed_at, cutoffs.closed_tickets)))
 
 
-def _attachment_batch(session: Session, cutoffs: Cutoffs, now: datetime, after: int, size: int,
-                      apply: bool) -> tuple[int, tuple[int, list[str]]] | None:
+def _attachment_batch(session: Session, store: ContentStore, cutoffs: Cutoffs, now: datetime, after: int,
+                      size: int, apply: bool) -> tuple[int, tuple[int, list[str], int]] | None:
+    """Release one batch of references: (count released, files left without any, files held back)."""
     candidates = _attachment_candidates(cutoffs)
     rows = session.execute(
         select(Attachment.id, Attachment.sha256, TicketMessage.ticket_id, TicketMessage.created_at)
@@ -181,20 +182,30 @@ def _attachment_batch(session: Session, cutoffs: Cutoffs, now: datetime, after: 
     if not rows:
         return None
     last = rows[-1].id
-    if apply:
-        session.execute(update(Attachment).where(Attachment.id.in_([r.id for r in rows])).values(purged_at=now))
+    # A file goes with its last reference: none left, apart from candidates this run reaches later.
+    unreferenced = [sha for sha in dict.fromkeys(r.sha256 for r in rows)
+                    if not _referenced(session, sha, candidates, last)]
+    # A file used again within the hour may belong to a mail still committing: its references here stay
+    # too, so the next run asks again.
+    held = {sha for sha in unreferenced if _recently_used(store, sha)}
+    released = [r for r in rows if r.sha256 not in held]
+    if apply and released:
+        session.execute(update(Attachment).where(Attachment.id.in_([r.id for r in released])).values(purged_at=now))
+
         def rule(created_at: datetime) -> str:
             own = cutoffs.attachments is not None and created_at < cutoffs.attachments
             return cutoffs.rule("attachments" if own else "closed_tickets")
 
-        for (ticket_id, name), ids in _group((r.ticket_id, rule(r.created_at), r.id) for r in rows).items():
+        for (ticket_id, name), ids in _group((r.ticket_id, rule(r.created_at), r.id) for r in released).items():
             _ticket_event(session, ticket_id, now, "attachments", name, attachments=ids)
-        session.flush()
-    # A file goes with its last reference: none left unpurged, apart from candidates this run reaches
-    # later (the dry run's view; after `apply` marked this batch, the same question holds for a real run).
-    unreferenced = [sha for sha in dict.fromkeys(r.sha256 for r in rows)
-                    if not _referenced(session, sha, candidates, last)]
-    return last, (len(rows), unreferenced)
+    return last, (len(released), [sha for sha in unreferenced if sha not in held], len(held))
+
+
+def _recently_used(store: ContentStore, sha256: str) -> bool:
+    try:
+        return time.time() - store.path_for(sha256).stat().st_mtime < FILE_GRACE_SECONDS
+    except FileNotFoundError:
+        return False
 
 
 def _referenced(session: Session, sha256: str, candidates: ColumnElement[bool] | None, last: int) -> bool:
@@ -236,8 +247,14 @@ def _remove_files(db: Database, store: ContentStore, shas: list[str]) -> int:
 
 def _ticket_batch(session: Session, cutoffs: Cutoffs, now: datetime, after: int, size: int,
                   apply: bool) -> tuple[int, int] | None:
+    # A mail of the ticket still waiting for an operator, or a reply still going out, keeps it whole.
+    unsettled_mail = select(RawMessage.id).where(RawMessage.ticket_id == Ticket.id,
+                                                 RawMessage.status.not_in(FINISHED)).exists()
+    unsent_reply = select(Outbox.id).where(Outbox.ticket_id == Ticket.id,
+                                           Outbox.status.in_(("pending", "sending"))).exists()
     query = select(Ticket).where(Ticket.status == "closed", Ticket.purged_at.is_(None),
-                                 _older(Ticket.closed_at, cutoffs.closed_tickets), Ticket.id > after)
+                                 _older(Ticket.closed_at, cutoffs.closed_tickets), Ticket.id > after,
+                                 ~unsettled_mail, ~unsent_reply)
     tickets = list(session.scalars(query.order_by(Ticket.id).limit(size)))
     if not tickets:
         return None
@@ -259,9 +276,7 @@ def _anonymise(session: Session, ticket: Ticket, now: datetime, rule: str) -> No
             message.from_address = ""
     session.execute(update(Attachment).where(Attachment.message_id.in_([m.id for m in messages]))
                     .values(filename=""))
-    sent = session.scalars(select(Outbox).where(Outbox.ticket_id == ticket.id,
-                                                Outbox.status.not_in(("pending", "sending"))))
-    for row in sent:
+    for row in session.scalars(select(Outbox).where(Outbox.ticket_id == ticket.id)):
         addresses.add(row.to_address.lower())
         row.raw, row.to_address = b"", ""
     for past in session.scalars(select(TicketEvent).where(TicketEvent.ticket_id == ticket.id)):

@@ -224,6 +224,32 @@ def test_purge_removes_what_the_rules_say_and_nothing_else(
                                                                     TicketEvent.kind == "duplicate")).all()
         assert dup_events == ["duplicate"]
     assert len(smtp_sink.delivered) == sent_before
+
+    # A closed ticket past its rule stays whole while one of its mails waits in quarantine; once that is
+    # settled it goes, and takes its attachment (younger than attachments_days) with it.
+    chen = _ticket_of(db, "<chen@x>")
+    with db.session() as session:
+        session.execute(update(Ticket).where(Ticket.id == chen.id).values(closed_at=utcnow() - timedelta(days=2100)))
+        session.execute(update(RawMessage).where(RawMessage.message_id == "<huge@x>").values(ticket_id=chen.id))
+    assert main(["purge", "--config", str(path)]) == 0
+    # raw: the copy of Anna's mail just fetched again belongs to her anonymised ticket; Chen's file was
+    # rewritten by `storage rotate` just now, so it (and its reference) waits for a later run
+    out = capsys.readouterr().out
+    assert _counts(out) == {"raw mail": 1, "attachments": 0, "files": 0, "closed tickets": 0}
+    assert "(1 kept: written within the hour, for a later run)" in out
+    with db.session() as session:
+        session.execute(update(RawMessage).where(RawMessage.message_id == "<huge@x>").values(ticket_id=None))
+    assert main(["purge", "--config", str(path), "--apply"]) == 0
+    out = capsys.readouterr().out  # `storage rotate` rewrote the file just now: it waits for the next run
+    assert _counts(out) == {"raw mail": 1, "attachments": 0, "files": 0, "closed tickets": 1}
+    assert "(1 kept: written within the hour, for a later run)" in out and store.path_for(only_chen).exists()
+    file = store.path_for(only_chen)
+    os.utime(file, (file.stat().st_atime, file.stat().st_mtime - 7200))
+    assert main(["purge", "--config", str(path), "--apply"]) == 0
+    assert _counts(capsys.readouterr().out) == {"raw mail": 0, "attachments": 1, "files": 1, "closed tickets": 0}
+    assert {(e["what"], e["rule"]) for e in _purge_events(db, "<chen@x>")} >= {
+        ("attachments", "retention.closed_tickets_days = 2000"), ("ticket", "retention.closed_tickets_days = 2000")}
+    assert not store.path_for(only_chen).exists() and _ticket_of(db, "<chen@x>").customer_email == ""
     db.dispose()
 
 
