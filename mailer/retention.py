@@ -88,7 +88,7 @@ def purge(db: Database, store: ContentStore, retention: RetentionConfig, now: da
     report = PurgeReport(applied=apply, cutoffs={"raw_mail": cutoffs.raw_mail, "attachments": cutoffs.attachments,
                                                  "closed_tickets": cutoffs.closed_tickets})
     tick = progress or (lambda _kind, _count: None)
-    # Raw mail and files first: a ticket is marked anonymised only once nothing of its mail is left.
+    # Raw mail and files first: a run stopped half-way leaves no anonymised ticket with its mail still kept.
     for count in _batches(db, apply, lambda s, after: _raw_batch(s, cutoffs, now, after, batch_size, apply)):
         report.raw_mails += count
         tick("raw mail", report.raw_mails)
