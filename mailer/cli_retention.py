@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
+
+from mailer.progress import Progress
 
 if TYPE_CHECKING:
     from mailer.app import App
@@ -35,24 +36,34 @@ def cmd_purge(open_app: OpenApp, args: argparse.Namespace) -> int:
         app.close()
         print(f"{app.config.source}: no [retention] rule configured; everything is kept")
         return 0
-    progress = _progress(sys.stderr) if sys.stderr.isatty() else None
+    shown = _KindProgress()
     try:
         report = purge(app.db, app.store, retention, utcnow(), apply=args.apply,
-                       batch_size=max(1, args.batch_size), progress=progress)
+                       batch_size=max(1, args.batch_size), progress=shown)
     finally:
+        shown.finish()
         app.close()
-    if progress is not None:
-        print(file=sys.stderr)
     print(summary(report))
     return 0
 
 
-def _progress(stream: TextIO) -> Callable[[str, int], None]:
-    def show(kind: str, count: int) -> None:
-        stream.write(f"\rpurge: {kind}: {count}\x1b[K")
-        stream.flush()
+class _KindProgress:
+    """One progress line per kind, on a terminal only (mailer.progress)."""
 
-    return show
+    def __init__(self) -> None:
+        self.current: Progress | None = None
+
+    def __call__(self, kind: str, count: int) -> None:
+        label = f"purge: {kind}"
+        if self.current is None or self.current.label != label:
+            self.finish()
+            self.current = Progress(label)
+        self.current.advance(count - self.current.count)
+
+    def finish(self) -> None:
+        if self.current is not None:
+            self.current.finish()
+            self.current = None
 
 
 def _day(moment: datetime | None) -> str:
