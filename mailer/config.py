@@ -181,6 +181,20 @@ class SpamConfig:
     max_unverified_replies_per_hour: int = 60  # desk-wide, automatic answers to senders not verified
 
 
+# Five years: the usual record-keeping duty of a financial firm for customer correspondence.
+RETENTION_MINIMUM_DAYS = 5 * 365
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long each kind of record is kept (None: for ever); `supportd purge` applies it (mailer.retention)."""
+
+    raw_mail_days: int | None = None
+    attachments_days: int | None = None
+    closed_tickets_days: int | None = None
+    minimum_days: int = RETENTION_MINIMUM_DAYS  # nothing may be configured to go sooner
+
+
 @dataclass(frozen=True)
 class HelpConfig:
     """The knowledge base suggested in acknowledgements (routing/help.py); loaded and checked at start."""
@@ -221,6 +235,7 @@ class Config:
     qa_share: float = 0.0  # [qa] share: the part of each specialist's closed tickets a week the lead reviews
     http_listen: tuple[str, int] | None = None  # host and port of /metrics, /healthz, /readyz, if any
     dkim: DkimConfig | None = None  # without it, outgoing mail is not signed
+    retention: RetentionConfig = RetentionConfig()
 
     @property
     def support_address(self) -> str:
@@ -655,6 +670,19 @@ def _qa_share(section: _Section) -> float:
     return share
 
 
+def _retention(section: _Section) -> RetentionConfig:
+    minimum = section.int("minimum_days", RETENTION_MINIMUM_DAYS, minimum=0)
+    kept: dict[str, int | None] = {}
+    for name in ("raw_mail_days", "attachments_days", "closed_tickets_days"):
+        days = section.int(name, 0, minimum=1) if name in section.data else None
+        if days is not None and days < minimum:
+            raise section.fail(name, f"{days} days is shorter than the record-keeping minimum of {minimum} days "
+                                     f"({section.key('minimum_days')})")
+        kept[name] = days
+    section.done()
+    return RetentionConfig(minimum_days=minimum, **kept)
+
+
 def default_routing() -> dict[str, Any]:
     """The shipped queues and rules (routing/default_rules.toml), used when the config names none."""
     text = resources.files("routing").joinpath("default_rules.toml").read_text(encoding="utf-8")
@@ -737,6 +765,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         qa_share=_qa_share(top.table("qa")),
         http_listen=_http(top.table("http")),
         dkim=dkim(top.table("dkim"), smtp.from_address, base_dir),
+        retention=_retention(top.table("retention")),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,
         default_language=desk.choice("language", ("en", "zh"), "en"),

@@ -1,7 +1,7 @@
 """satisfaction ratings and quality reviews
 
 Revision ID: 0010
-Revises: 0013
+Revises: 0015
 Create Date: 2026-11-25 12:10:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import mailer.db
 
 revision = '0010'
-down_revision = '0013'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 
