@@ -94,7 +94,7 @@ def record_rating(work: Work) -> bool:
         in_reply_to=mail.in_reply_to, references=list(mail.references[-20:]), from_address=sender,
         subject=mail.subject[:2000], body=mail.new_text))
     event(work, ticket, "rated" if previous is None else "rating_changed", actor=sender, rating=found.rating,
-          previous=previous, comment=bool(words))
+          previous=previous, with_words=bool(words))
     work.raw.ticket_id = ticket.id
     return False
 
