@@ -14,9 +14,11 @@ from datetime import timedelta
 
 from sqlalchemy import insert, select, update
 
+from mailer import lease
 from mailer.app import App
 from mailer.db import Outbox, TicketEvent, utcnow
 from mailer.smtp import SendError
+from mailer.transient import retrying
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,14 @@ def deliver(app: App, outbox_id: int) -> Delivery:
     try:
         app.smtp.send(claimed.from_address, claimed.to_address, claimed.raw)
     except SendError as exc:
-        return _record_failure(app, outbox_id, claimed.attempts, exc)
+        failure = exc
+        return retrying(f"outbox {outbox_id}", lambda: _record_failure(app, outbox_id, claimed.attempts, failure))
+    # The relay has the mail: recording that must outlast a database restart, or it would be sent again.
+    retrying(f"outbox {outbox_id}", lambda: _record_sent(app, outbox_id, claimed))
+    return Delivery(outbox_id, "sent")
+
+
+def _record_sent(app: App, outbox_id: int, claimed: Claimed) -> None:
     with app.db.session() as session:
         session.execute(update(Outbox).where(Outbox.id == outbox_id)
                         .values(status="sent", sent_at=utcnow(), last_error=None))
@@ -51,7 +60,6 @@ def deliver(app: App, outbox_id: int) -> Delivery:
                 ticket_id=claimed.ticket_id, kind="mail_sent", actor="supportd", at=utcnow(),
                 detail={"purpose": claimed.purpose, "to": claimed.to_address, "message_id": claimed.message_id,
                         "attempts": claimed.attempts}))
-    return Delivery(outbox_id, "sent")
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,7 @@ def _claim(app: App, outbox_id: int) -> Delivery | Claimed:
         if wait > timedelta(0):
             return Delivery(outbox_id, "retry", wait)
         session.execute(update(Outbox).where(Outbox.id == outbox_id).values(
-            status="sending", claimed_at=utcnow(), attempts=row.attempts + 1))
+            status="sending", claimed_at=utcnow(), claimed_by=lease.process_id(), attempts=row.attempts + 1))
     return Claimed(row.from_address, row.to_address, row.raw, row.attempts + 1, row.ticket_id, row.purpose,
                    row.message_id)
 
