@@ -39,6 +39,7 @@ DONE_FLAGS = {"seen": b"\\Seen", "flagged": b"\\Flagged"}
 MARK_CHUNK = 500
 MAX_BACKOFF = 60.0
 DB_RETRY = 2.0
+IDLE_CHECK = 1.0  # seconds per wait for the server's news during IDLE
 HEADER_LIMIT = 64 * 1024
 
 _headers = BytesHeaderParser(policy=compat32)
@@ -235,7 +236,12 @@ class MailboxIntake:
         try:
             deadline = time.monotonic() + self.config.idle_timeout
             while not stop.is_set() and time.monotonic() < deadline:
-                if client.idle_check(timeout=1.0) or self.unmarked():
+                started = time.monotonic()
+                if client.idle_check(timeout=IDLE_CHECK) or self.unmarked():
+                    return
+                # imapclient swallows EOF and returns nothing at once: leave IDLE, whose end then
+                # raises on a closed connection (a server restart) instead of waiting out idle_timeout.
+                if time.monotonic() - started < IDLE_CHECK / 2:
                     return
         finally:
             client.idle_done()
