@@ -164,6 +164,16 @@ class PrivateRedis:
         client.close()
         return self
 
+    def queued(self) -> int:
+        """Messages waiting in every queue of the instance (dramatiq keeps them in lists)."""
+        import redis
+
+        client = redis.Redis(port=self.port)
+        try:
+            return sum(client.llen(key) for key in client.keys("*") if client.type(key) == b"list")
+        finally:
+            client.close()
+
     def kill(self) -> None:
         if self.process is not None:
             self.process.kill()

@@ -9,6 +9,7 @@ machine's serve other tests); the IMAP server is a Dovecot of the test's own.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,15 @@ from mailer.embedded import SmtpSink, free_port
 from mailer.samples import text_mail
 from tests.conftest import ConfigFactory, prepared_app
 from tests.outages import (
+    PrivatePostgres,
+    PrivateRedis,
     SupportdProcess,
     assert_nothing_lost_or_doubled,
     finished,
+    postgres_available,
     replies_settled,
     stop_dovecot,
+    stored,
     wait_until,
 )
 from tests.servers import Dovecot, Mailbox, dovecot_available
@@ -126,4 +131,77 @@ def test_smtp_relay_answers_4xx_then_refuses_then_returns(make_config: ConfigFac
         daemon.stop()
         if back is not None:
             back.stop()
+        db.dispose()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    if not postgres_available():
+        pytest.skip("needs PostgreSQL's initdb and root (to run it as the postgres user)")
+    server = PrivatePostgres().start()
+    yield server
+    server.remove()
+
+
+def test_postgresql_restarted_mid_batch(make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink,
+                                        private_postgres: PrivatePostgres, tmp_path: Path) -> None:
+    count = 120
+    path, config = make_config(database_url=private_postgres.url, broker={"worker_threads": 2}, spam=NO_CAP)
+    prepared_app(config, tmp_path).close()
+    db = Database(config.database_url)
+    daemon = SupportdProcess(path, "run", log=tmp_path / "daemon.log")
+    try:
+        ids, raws = mails(0, count, "pg")
+        mailbox.append(*raws)
+        wait_until(lambda: finished(db) >= 15, 60, "processing to be under way")
+        private_postgres.stop("fast")  # terminates every session: batches in flight lose their connection
+        progress = "the restart came after all mails were processed"
+        time.sleep(3.0)
+        private_postgres.start()
+        took = wait_until(lambda: all_done(db, count), 120, "every mail processed and answered after the restart")
+        print(f"PostgreSQL restart: finished {took:.1f}s after the server was back")
+        log = daemon.log_text()
+        assert daemon.alive(), log[-3000:]
+        assert "database unavailable" in log or "OperationalError" in log, progress
+        assert "quarantined" not in log
+        assert_nothing_lost_or_doubled(db, ids, smtp_sink.delivered)
+    finally:
+        daemon.stop()
+        db.dispose()
+
+
+def test_redis_restarted_with_work_queued(make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink,
+                                          tmp_path: Path) -> None:
+    redis = PrivateRedis().start()
+    # The daemon only fetches; a `supportd worker` process does the rest. Reconciling every second makes
+    # the test short; the daemon's behaviour is the production one.
+    path, config = make_config(broker={"url": redis.url, "worker_threads": 0, "reconcile_interval": 1},
+                               spam=NO_CAP)
+    prepared_app(config, tmp_path).close()
+    db = Database(config.database_url)
+    daemon = SupportdProcess(path, "run", log=tmp_path / "daemon.log")
+    worker: SupportdProcess | None = None
+    try:
+        first_ids, first = mails(0, 10, "redis")
+        mailbox.append(*first)
+        wait_until(lambda: stored(db) == 10 and redis.queued() > 0, 30, "the first mails to wait on the broker")
+        redis.kill()  # the queued work dies with it (no persistence)
+        down_ids, down = mails(10, 5, "redis")
+        mailbox.append(*down)
+        wait_until(lambda: stored(db) == 15, 30, "mails fetched while the broker is down")
+        redis.start()
+        worker = SupportdProcess(path, "worker", "--threads", "2", log=tmp_path / "worker.log")
+        after_ids, after = mails(15, 5, "redis")
+        mailbox.append(*after)
+        took = wait_until(lambda: all_done(db, 20), 90, "every mail processed and answered")
+        print(f"Redis restart: all work done {took:.1f}s after the broker was back")
+        assert daemon.alive(), daemon.log_text()[-3000:]
+        assert worker.alive(), worker.log_text()[-3000:]
+        assert "broker unreachable" in daemon.log_text()
+        assert_nothing_lost_or_doubled(db, first_ids + down_ids + after_ids, smtp_sink.delivered)
+    finally:
+        daemon.stop()
+        if worker is not None:
+            worker.stop()
+        redis.kill()
         db.dispose()
