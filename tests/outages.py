@@ -73,6 +73,7 @@ class SupportdProcess:
         return self.process.returncode
 
     def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as a crash or the OOM killer would do it."""
         self.process.kill()
         self.process.wait()
         self.handle.close()
