@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mailer.config_transport import DkimConfig, TransportSecurity, dkim, transport_security
 from parsing.attachments import Limits as AttachmentLimits
 
 DONE_ACTIONS = ("seen", "flagged", "move", "none")
@@ -62,6 +63,7 @@ class MailboxConfig:
     idle_timeout: float = 300.0
     batch_size: int = 200
     timeout: float = 60.0
+    security: TransportSecurity = field(default_factory=TransportSecurity)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class SmtpConfig:
     timeout: float = 30.0
     max_attempts: int = 8
     retry_base: float = 5.0
+    security: TransportSecurity = field(default_factory=TransportSecurity)
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,8 @@ class Config:
     encryption_keys_env: str | None = None  # names the variable holding Fernet keys, newest first
     secret_env: str | None = None  # names the variable holding the ticket-address secret
     lmtp_listen: tuple[str, int] | None = None  # host and port of the LMTP listener, if any
+    http_listen: tuple[str, int] | None = None  # host and port of /metrics, /healthz, /readyz, if any
+    dkim: DkimConfig | None = None  # without it, outgoing mail is not signed
 
     @property
     def support_address(self) -> str:
@@ -332,9 +337,12 @@ def _password_from_env(section: _Section, endpoint: Endpoint) -> Endpoint:
     return Endpoint(**{**endpoint.__dict__, "password": os.environ[var]})
 
 
-def _mailbox(section: _Section) -> MailboxConfig:
+def _mailbox(section: _Section, base_dir: Path) -> MailboxConfig:
     endpoint = _password_from_env(section, parse_endpoint(section, "url", {"imap": 143, "imaps": 993}))
-    if not endpoint.username or not endpoint.password:
+    starttls = section.bool("starttls", False)
+    security = transport_security(section, endpoint, tls=endpoint.implicit_tls or starttls,
+                                  auth_choices=("password", "xoauth2", "oauthbearer"), base_dir=base_dir)
+    if security.auth == "password" and (not endpoint.username or not endpoint.password):
         raise section.fail("url", "needs a user and a password (imap://user:secret@host/INBOX, or password_env)")
     done_action = section.choice("done_action", DONE_ACTIONS, "seen")
     done_folder = section.str("done_folder")
@@ -344,7 +352,7 @@ def _mailbox(section: _Section) -> MailboxConfig:
         name=section.str("name", required=True),
         endpoint=endpoint,
         folder=section.str("folder", endpoint.path or "INBOX"),
-        starttls=section.bool("starttls", False),
+        starttls=starttls,
         tls_verify=section.bool("tls_verify", True),
         done_action=done_action,
         done_folder=done_folder,
@@ -353,13 +361,17 @@ def _mailbox(section: _Section) -> MailboxConfig:
         idle_timeout=section.number("idle_timeout", 300.0, minimum=1),
         batch_size=section.int("batch_size", 200, minimum=1),
         timeout=section.number("timeout", 60.0, minimum=1),
+        security=security,
     )
     section.done()
     return mailbox
 
 
-def _smtp(section: _Section) -> SmtpConfig:
+def _smtp(section: _Section, base_dir: Path) -> SmtpConfig:
     endpoint = _password_from_env(section, parse_endpoint(section, "url", {"smtp": 25, "smtps": 465}))
+    starttls = section.bool("starttls", False)
+    security = transport_security(section, endpoint, tls=endpoint.implicit_tls or starttls,
+                                  auth_choices=("password", "xoauth2"), base_dir=base_dir)
     from_address = section.str("from_address", required=True)
     if "@" not in from_address or any(c in from_address for c in "\r\n <>"):
         raise section.fail("from_address", f"must be a bare address like support@example.com; got {from_address!r}")
@@ -367,11 +379,12 @@ def _smtp(section: _Section) -> SmtpConfig:
         endpoint=endpoint,
         from_address=from_address,
         from_name=section.str("from_name", "Support"),
-        starttls=section.bool("starttls", False),
+        starttls=starttls,
         tls_verify=section.bool("tls_verify", True),
         timeout=section.number("timeout", 30.0, minimum=1),
         max_attempts=section.int("max_attempts", 8, minimum=1),
         retry_base=section.number("retry_base", 5.0, minimum=0.01),
+        security=security,
     )
     section.done()
     return smtp
@@ -533,6 +546,11 @@ def _lmtp(section: _Section) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+def _http(section: _Section) -> tuple[str, int] | None:
+    """`[http] listen`: the same host:port form as `[lmtp] listen`; off unless given."""
+    return _lmtp(section)
+
+
 def _encryption(section: _Section) -> str | None:
     from mailer.crypto import check_keys
 
@@ -552,6 +570,35 @@ def _trust(section: _Section) -> TrustConfig | None:
                         received_hops=section.int("received_hops", 0, minimum=0))
     section.done()
     return trust
+
+
+STAFF_KEYS = {"specialists", "lead"}
+
+
+def only_staffs_shipped_queues(given: Any, shipped: dict[str, Any]) -> bool:
+    """True when [queues.NAME] tables only name people for shipped queues: the shipped set then stays."""
+    return isinstance(given, dict) and bool(given) and all(
+        name in shipped and isinstance(table, dict) and set(table) <= STAFF_KEYS for name, table in given.items())
+
+
+def staffed_queues(shipped: dict[str, Any], staff: dict[str, Any]) -> dict[str, Any]:
+    return {name: {**table, **staff.get(name, {})} for name, table in shipped.items()}
+
+
+def always_open(time_zone: str) -> CalendarConfig:
+    """The shipped `24x7` calendar: every hour of every day, in the desk's time zone."""
+    whole_day = ((time(0, 0), time(23, 59, 59, 999999)),)
+    return CalendarConfig(time_zone=time_zone, hours={day: whole_day for day in WEEKDAYS})
+
+
+def with_shipped_policies(data: dict[str, Any], routing_data: dict[str, Any],
+                          queues: dict[str, QueueConfig]) -> dict[str, Any]:
+    """Without [[sla.policies]], the shipped ones apply to whichever of their queues exist."""
+    sla = data.get("sla", {})
+    if not isinstance(sla, dict) or "policies" in sla:
+        return data
+    shipped = [policy for policy in routing_data.get("policies", []) if policy.get("queue") in queues]
+    return {**data, "sla": {**sla, "policies": shipped}}
 
 
 def _header_name(section: _Section, key: str, name: str) -> str:
@@ -597,13 +644,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: Path | None = None) -> Config:
     base_dir = base_dir or Path.cwd()
     top = _Section(source, "", data)
-    mailboxes = tuple(_mailbox(s) for s in top.tables("mailboxes"))
+    mailboxes = tuple(_mailbox(s, base_dir) for s in top.tables("mailboxes"))
     names = [m.name for m in mailboxes]
     if len(set(names)) != len(names):
         raise ConfigError(source, "mailboxes", "mailbox names must be unique")
     if "smtp" not in data:
         raise ConfigError(source, "smtp", "is required ([smtp] with url and from_address)")
-    smtp = _smtp(top.table("smtp"))
+    smtp = _smtp(top.table("smtp"), base_dir)
 
     database = top.table("database")
     database_url = database.str("url", "sqlite:///supportd.db")
@@ -612,8 +659,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
     database.done()
 
     routing_data = default_routing()
-    if "queues" not in data:
-        data = {**data, "queues": routing_data["queues"]}
+    if "queues" not in data or only_staffs_shipped_queues(data["queues"], routing_data["queues"]):
+        data = {**data, "queues": staffed_queues(routing_data["queues"], data.get("queues", {}))}
         top.data = data
     queues = _queues(top.table("queues"))
     if not queues:
@@ -633,6 +680,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         if name == "default":
             raise named.fail(name, "is the [calendar] table's name; choose another")
         calendars[name] = _calendar(named.table(name))
+    calendars.setdefault("24x7", always_open(calendars["default"].time_zone))
+    top.data = with_shipped_policies(top.data, routing_data, queues)
     desk = top.table("desk")
     config = Config(
         source=source,
@@ -651,6 +700,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         attachments=_attachments(top.table("attachments")),
         encryption_keys_env=_encryption(top.table("encryption")),
         lmtp_listen=_lmtp(top.table("lmtp")),
+        http_listen=_http(top.table("http")),
+        dkim=dkim(top.table("dkim"), smtp.from_address, base_dir),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,
         default_language=desk.choice("language", ("en", "zh"), "en"),

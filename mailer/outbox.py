@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy import insert, select, update
 
-from mailer import lease
+from mailer import lease, metrics
 from mailer.app import App
 from mailer.db import Outbox, TicketEvent, utcnow
 from mailer.smtp import SendError
@@ -48,6 +48,7 @@ def deliver(app: App, outbox_id: int) -> Delivery:
         return retrying(f"outbox {outbox_id}", lambda: _record_failure(app, outbox_id, claimed.attempts, failure))
     # The relay has the mail: recording that must outlast a database restart, or it would be sent again.
     retrying(f"outbox {outbox_id}", lambda: _record_sent(app, outbox_id, claimed))
+    metrics.reply_sent(app, outbox_id, claimed.purpose, claimed.ticket_id)
     return Delivery(outbox_id, "sent")
 
 
@@ -90,7 +91,7 @@ def _claim(app: App, outbox_id: int) -> Delivery | Claimed:
 
 
 def _record_failure(app: App, outbox_id: int, attempts: int, exc: SendError) -> Delivery:
-    give_up = exc.permanent or attempts >= app.config.smtp.max_attempts
+    give_up = exc.permanent or (attempts >= app.config.smtp.max_attempts and not exc.link)
     delay = backoff(attempts, app.config.smtp.retry_base)
     with app.db.session() as session:
         row = session.get(Outbox, outbox_id)
@@ -104,5 +105,7 @@ def _record_failure(app: App, outbox_id: int, attempts: int, exc: SendError) -> 
                                                 "error": str(exc), "attempts": attempts}))
         else:
             row.status, row.next_attempt_at = "pending", utcnow() + delay
+        purpose = row.purpose
+    metrics.reply_not_sent(purpose, give_up)  # after the commit: a retried write counts once
     log.warning("outbox %s: %s (%s)", outbox_id, exc, "giving up" if give_up else f"retry in {delay}")
     return Delivery(outbox_id, "failed") if give_up else Delivery(outbox_id, "retry", delay)

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESTART_ONLY = ("mailboxes", "database_url", "broker", "lmtp_listen", "storage_dir", "max_message_bytes",
-                "encryption_keys_env", "secret_env")
+RESTART_ONLY = ("mailboxes", "database_url", "broker", "lmtp_listen", "http_listen", "storage_dir",
+                "max_message_bytes", "encryption_keys_env", "secret_env")
 
 
 class ReloadRefused(Exception):
@@ -40,6 +40,7 @@ def reloaded(app: App) -> App:
         raise ReloadRefused(str(exc)) from None
     config = _keep_restart_only(app.config, config)
     new = App(config=config, db=app.db)
+    new.__dict__["links"] = app.links  # what readiness reports about the connections carries on
     _build(new)
     if config.smtp == app.config.smtp and "smtp" in app.__dict__:
         new.__dict__["smtp"] = app.smtp  # the same relay: keep the open connections

@@ -1,7 +1,7 @@
 """outbox.claimed_by: the process that claimed a row, so a dead claimant's rows go back at once
 
 Revision ID: 0014
-Revises: 0006
+Revises: 0013
 Create Date: 2026-11-25 12:40:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0014'
-down_revision = '0006'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
