@@ -17,6 +17,7 @@ from sqlalchemy import insert, select, update
 from mailer import lease, metrics
 from mailer.app import App
 from mailer.db import Outbox, TicketEvent, utcnow
+from mailer.health import HEALTH
 from mailer.smtp import SendError
 from mailer.transient import retrying
 
@@ -44,8 +45,10 @@ def deliver(app: App, outbox_id: int) -> Delivery:
     try:
         app.smtp.send(claimed.from_address, claimed.to_address, claimed.raw)
     except SendError as exc:
+        HEALTH.relay(None if exc.permanent else str(exc)[:300])
         failure = exc
         return retrying(f"outbox {outbox_id}", lambda: _record_failure(app, outbox_id, claimed.attempts, failure))
+    HEALTH.relay(None)
     # The relay has the mail: recording that must outlast a database restart, or it would be sent again.
     retrying(f"outbox {outbox_id}", lambda: _record_sent(app, outbox_id, claimed))
     metrics.reply_sent(app, outbox_id, claimed.purpose, claimed.ticket_id)

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
 from email import message_from_bytes
@@ -27,6 +29,17 @@ from mailer.embedded import Delivered, free_port
 from tests.servers import Dovecot
 
 SUPPORTD = str(Path(sys.executable).parent / "supportd")
+
+
+def readyz(port: int) -> int:
+    """The status /readyz answers (0: no answer at all), asked with a real HTTP client."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.1) -> float:

@@ -31,9 +31,10 @@ def test_standby_takes_over_when_the_serving_daemon_is_killed(make_config: Confi
     prepared_app(config, tmp_path).close()
     db = Database(config.database_url)
     serving = SupportdProcess(path, "run", log=tmp_path / "serving.log")
-    standby = SupportdProcess(path, "run", log=tmp_path / "standby.log")
+    standby: SupportdProcess | None = None
     try:
         wait_until(lambda: holder_pid(db) == serving.pid, 30, "the first daemon to hold the lease")
+        standby = SupportdProcess(path, "run", log=tmp_path / "standby.log")
         wait_until(lambda: "supportd running" in standby.log_text(), 30, "the second daemon to stand by")
         ids, raws = mails(0, count, "standby")
         mailbox.append(*raws)
@@ -56,5 +57,6 @@ def test_standby_takes_over_when_the_serving_daemon_is_killed(make_config: Confi
     finally:
         if serving.alive():
             serving.kill()
-        standby.stop()
+        if standby is not None:
+            standby.stop()
         db.dispose()
