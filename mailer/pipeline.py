@@ -267,6 +267,7 @@ def _ack_context(work: Work, account: AccountRef) -> dict[str, object]:
         "due_text": format_local(due, calendar.zone, ticket.language) if due else "",
         "time_zone": calendar.zone.key,
         "first_response_target": parse_duration(policy.first_response).describe(ticket.language),
+        "articles": [],  # help articles that may answer the mail while it waits: [{"title": …, "url": …}]
     }
 
 

@@ -48,7 +48,7 @@ _UNITS: dict[str, dict[str, dict[str, str]]] = {
     "vi": {"days": {"other": "{n} ngày làm việc"}, "hours": {"other": "{n} giờ làm việc"},
            "minutes": {"other": "{n} phút làm việc"}},
     "tr": {"days": {"other": "{n} iş günü"}, "hours": {"other": "{n} iş saati"},
-           "minutes": {"other": "mesai saatleri içinde {n} dakika"}},
+           "minutes": {"other": "{n} mesai dakikası"}},
     "es": {"days": {"one": "{n} día hábil", "other": "{n} días hábiles"},
            "hours": {"one": "{n} hora hábil", "other": "{n} horas hábiles"},
            "minutes": {"one": "{n} minuto hábil", "other": "{n} minutos hábiles"}},

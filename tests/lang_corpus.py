@@ -1,8 +1,10 @@
+# ruff: noqa: E501  (a table of mails: one mail per line reads better than wrapped strings)
 """Short support mails in every shipped language, labelled with their language and the queue they belong in.
 
 Twenty per language, written the way customers of an exchange write: a line or three, coin tickers and
 networks in English, TxIDs, user IDs and amounts in the text. `mails()` adds what the mail clients and
-customers add around them (a sign-off, a mobile footer, a TxID line, a signature block with a link), so
+customers add around them (a sign-off, a mobile footer, a user ID line with a TxID for deposits, a signature
+block with a link), so
 language detection and routing are measured on mails as they arrive, not on clean sentences.
 """
 
@@ -259,6 +261,7 @@ def mails() -> Iterator[LabelledMail]:
         for i, (queue, subject, body) in enumerate(rows):
             extra = (f"\n\n{SIGN_OFFS[language]}",
                      "\n\nSent from my iPhone",
-                     f"\n\nUID: 3310{i:04d}\nTxID: {TX}\nNetwork: ERC20 / Binance Smart Chain",
+                     f"\n\nUID: 3310{i:04d}" + (f"\nTxID: {TX}" if queue == "deposits" else "")
+                     + "\nNetwork: ERC20 / BNB Smart Chain",
                      f"\n\n-- \n{SIGN_OFFS[language].splitlines()[-1]}\nhttps://t.me/trader{i}")[i % 4]
             yield LabelledMail(language, queue, subject, body + extra)
