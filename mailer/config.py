@@ -511,6 +511,16 @@ def _language(section: _Section) -> str:
     return tag
 
 
+def _check_templates(directory: Path) -> None:
+    """A template that does not parse or reads a variable nobody provides would fail every such reply."""
+    from templates import check_override
+
+    errors = [p for p in check_override(directory) if p.error]
+    if errors:
+        more = f" (and {len(errors) - 1} more: supportd check-config lists them)" if len(errors) > 1 else ""
+        raise ConfigError(str(errors[0].path), errors[0].key, errors[0].reason + more)
+
+
 def _secret_env(section: _Section) -> str | None:
     variable = section.str("secret_env")
     if variable is not None and len(os.environ.get(variable, "")) < 16:
@@ -637,5 +647,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
     desk.done()
     if config.templates_dir and not config.templates_dir.is_dir():
         raise ConfigError(source, "paths.templates", f"no such directory: {config.templates_dir}")
+    if config.templates_dir:
+        _check_templates(config.templates_dir)
     top.done()
     return config

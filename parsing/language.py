@@ -34,15 +34,16 @@ _NOISE = re.compile(
     r"|\S+@\S+"                                    # addresses
     r"|\b[0-9A-Za-z]*\d[0-9A-Za-z]*\b"            # TxIDs, amounts, order IDs, TRC20
     r"|\b[A-Z]{2,}s?\b"                            # coin tickers and acronyms: USDT, BTC, KYC, APIs
+    r"|(?i:\b(?:txid|txhash|tx|uid|hash)\b)"       # the labels in front of them
     r"|\[REDACTED: [^\]]*\]")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _KANA = re.compile(r"[\u3041-\u309f\u30a0-\u30fa\u30fc-\u30ff\u31f0-\u31ff\uff66-\uff9d]")
 _HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]")
-# One Han or Hangul character carries about as much as a short Latin word: a Chinese mail with an
+# One Han or Hangul character carries about as much as a Latin word: a Chinese mail with a long
 # English signature is still Chinese, an English mail that names a Chinese city is still English.
-_EAST_ASIAN_WEIGHT = 5
+_EAST_ASIAN_WEIGHT = 10
 # Kokuji and marks that Chinese does not use, on top of the shinjitai found through OpenCC's jp2t table.
 _JAPANESE_MARKS = frozenset("々〆込畑働峠枠匂搾凪払")
 
@@ -68,7 +69,8 @@ def _is_japanese(sample: str, han: int, kana: int) -> bool:
     """Kana decides; a mail of kanji alone is Japanese only by characters Chinese never writes."""
     if kana >= 2 and kana * 20 >= han + kana:
         return True
-    return _japanese_only(sample) >= 1 and _script_counts(sample)[0] == 0
+    # Shinjitai such as 状 or 来 are also Simplified forms, so those count for neither side.
+    return _japanese_only(sample) >= max(1, _script_counts(sample)[0])
 
 
 def _chinese_script(sample: str) -> str:

@@ -113,6 +113,7 @@ def check_override(directory: Path) -> list[Problem]:
     not all (those customers would get some mails in their language and some in English).
     """
     builtin, merged = _environment(BUILTIN_DIR), _environment(directory, BUILTIN_DIR)
+    shipped = frozenset(builtin.list_templates(extensions=["j2"]))
     problems: list[Problem] = []
     added: dict[str, dict[str, set[str]]] = {}  # languages not shipped: tag -> purpose -> parts
     for path in sorted(directory.rglob("*.j2")):
@@ -120,14 +121,14 @@ def check_override(directory: Path) -> list[Problem]:
         purpose, _, file = name.partition("/")
         tag, _, part = file.removesuffix(".j2").rpartition(".")
         key = f"{purpose}/{tag}.{part}"
-        if part not in PARTS or not tag or f"{purpose}/en.{part}.j2" not in builtin.list_templates():
-            if name != "base.html.j2":
-                problems.append(Problem(path, name, "not a known purpose/<lang>.<part>.j2 file: never used", False))
-            continue
         try:
             used = variables(merged, name)
         except TemplateSyntaxError as exc:
             problems.append(Problem(path, key, f"line {exc.lineno}: {exc.message}", True))
+            continue
+        if part not in PARTS or not tag or f"{purpose}/en.{part}.j2" not in shipped:
+            if name not in shipped:  # the layout and the SLA report page are replaced as they are
+                problems.append(Problem(path, name, "not a known purpose/<lang>.<part>.j2 file: never used", False))
             continue
         expected = variables(builtin, f"{purpose}/en.{part}.j2") | {"lang"}
         if unknown := sorted(used - expected):
