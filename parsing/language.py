@@ -15,6 +15,7 @@ tickers are removed first: they are the same in every language and only add nois
 from __future__ import annotations
 
 import re
+import threading
 from functools import cache
 
 import opencc
@@ -122,8 +123,22 @@ def _latin_language(sample: str) -> str:
 _LINGUA_TAGS = {"ENGLISH": "en", "SPANISH": "es", "PORTUGUESE": "pt", "TURKISH": "tr", "VIETNAMESE": "vi"}
 
 
-@cache
+def load_models() -> None:
+    """Load lingua's models now (1–3 s, once per process): a worker that meets its first Latin-script mail
+    in the middle of a batch would otherwise stall there, while other workers overtake it."""
+    _latin_detector()
+
+
 def _latin_detector() -> LanguageDetector:
+    with _LOADING:  # worker threads that meet their first Latin-script mail together build it once
+        return _build_latin_detector()
+
+
+_LOADING = threading.Lock()
+
+
+@cache
+def _build_latin_detector() -> LanguageDetector:
     # Built on first use, once per process (about 1 s, 120 MB), so a process that never sees a Latin-script
     # mail never holds the models. Preloaded, because lingua's lazy lookups cost about 20 times more per mail.
     builder = LanguageDetectorBuilder.from_languages(*(getattr(Language, name) for name in _LINGUA_TAGS))
