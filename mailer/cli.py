@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from mailer.cli_spam import register as register_spam_commands
 from mailer.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:  # the CLI imports the heavy modules only for the command that runs
@@ -368,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry = command("retry", cmd_quarantine_retry, "put quarantined mails back in the queue", parent=quarantine)
     retry.add_argument("ids", nargs="*", type=int)
     retry.add_argument("--all", action="store_true")
+    register_spam_commands(sub, command, _app)
     return parser
 
 

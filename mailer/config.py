@@ -163,6 +163,22 @@ class DedupConfig:
     max_auto_replies_per_day: int = 10
 
 
+# Scores at or above which our MTA's verdict means spam: SpamAssassin's own default (5.0) and rspamd's
+# "add header" action (6.0), the score at which rspamd itself writes "X-Spam: Yes".
+DEFAULT_SPAM_SCORES = {"x-spam-status": 5.0, "x-spamd-result": 6.0, "x-rspamd-score": 6.0}
+
+
+@dataclass(frozen=True)
+class SpamConfig:
+    """Which of our MTA's headers say spam (see routing.spam), and the cap on answers to strangers."""
+
+    enabled: bool = True
+    flag_headers: tuple[str, ...] = ("x-spam-flag", "x-spam")  # lower-case; "Yes"/"True" means spam
+    scores: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SPAM_SCORES))  # header -> threshold
+    forged_unregistered: bool = True  # an unregistered sender failing SPF and DMARC is held like spam
+    max_unverified_replies_per_hour: int = 60  # desk-wide, automatic answers to senders not verified
+
+
 @dataclass(frozen=True)
 class Config:
     source: str
@@ -177,6 +193,7 @@ class Config:
     sla: SlaConfig = SlaConfig()
     dedup: DedupConfig = DedupConfig()
     trust: TrustConfig | None = None  # without it, sender authentication is not checked
+    spam: SpamConfig = SpamConfig()
     templates_dir: Path | None = None
     storage_dir: Path = Path("supportd-data")
     default_language: str = "en"
@@ -560,6 +577,27 @@ def _trust(section: _Section) -> TrustConfig | None:
     return trust
 
 
+def _header_name(section: _Section, key: str, name: str) -> str:
+    if not name or any(not (33 <= ord(ch) <= 126) or ch == ":" for ch in name):
+        raise section.fail(key, f"must be a header name such as X-Spam-Flag; got {name!r}")
+    return name.lower()
+
+
+def _spam(section: _Section) -> SpamConfig:
+    given = section.strings("flag_headers")  # an empty list turns flag headers off
+    flags = tuple(_header_name(section, "flag_headers", name) for name in given) \
+        if "flag_headers" in section.data else SpamConfig.flag_headers
+    scores_section = section.table("scores")
+    scores = {_header_name(scores_section, name, name): scores_section.number(name, 0, minimum=-1000)
+              for name in scores_section.data} if scores_section.data else dict(DEFAULT_SPAM_SCORES)
+    scores_section.done()
+    spam = SpamConfig(enabled=section.bool("enabled", True), flag_headers=flags, scores=scores,
+                      forged_unregistered=section.bool("forged_unregistered", True),
+                      max_unverified_replies_per_hour=section.int("max_unverified_replies_per_hour", 60, minimum=0))
+    section.done()
+    return spam
+
+
 def default_routing() -> dict[str, Any]:
     """The shipped queues and rules (routing/default_rules.toml), used when the config names none."""
     text = resources.files("routing").joinpath("default_rules.toml").read_text(encoding="utf-8")
@@ -632,6 +670,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         sla=_sla(top.table("sla"), queues, calendars),
         dedup=_dedup(top.table("dedup")),
         trust=_trust(top.table("trust")),
+        spam=_spam(top.table("spam")),
         attachments=_attachments(top.table("attachments")),
         encryption_keys_env=_encryption(top.table("encryption")),
         lmtp_listen=_lmtp(top.table("lmtp")),
