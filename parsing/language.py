@@ -160,6 +160,12 @@ def babel_locale(tag: str) -> Locale:
     return Locale.parse(tag.replace("-", "_"))
 
 
+def language_name(tag: str) -> str:
+    """The language's English name for specialists: "Chinese (Traditional)", "Japanese"."""
+    shipped = normalize_tag(tag)
+    return babel_locale(shipped).get_display_name("en") if shipped else tag
+
+
 def normalize_tag(tag: str | None) -> str | None:
     """The shipped tag a BCP 47 tag (or a POSIX locale such as zh_TW) means, or None if the desk has none.
 

@@ -14,6 +14,7 @@ from mailer import migrate
 from mailer.accounts import ImportError_, import_accounts
 from mailer.app import App
 from mailer.cli import main
+from mailer.config import default_routing
 from mailer.db import Account
 from mailer.embedded import SmtpSink
 from mailer.samples import text_mail
@@ -135,3 +136,17 @@ def test_an_unknown_account_language_is_refused_with_its_line(tmp_path: Path, sq
             import_accounts(db, path)
     finally:
         db.dispose()
+
+
+def test_specialists_are_told_the_language_to_answer_in(make_config: ConfigFactory, mailbox: Mailbox,
+                                                       smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    queues = default_routing()["queues"]
+    queues["security"] = {**queues["security"], "specialists": ["aiko@desk.example"]}
+    path, config = make_config(queues=queues)
+    migrate.upgrade(config.database_url)
+    sender, subject, text = MAILS[1]  # Japanese, security
+    mailbox.append(text_mail(sender, subject, text, "<lang-forward@customers.example>"))
+    assert run_once(path) == 0
+    [forward] = [message_from_bytes(m.data, policy=policy.default) for m in smtp_sink.delivered
+                 if m.rcpt_tos == ["aiko@desk.example"]]
+    assert "Language:   Japanese (ja)" in body(forward)
