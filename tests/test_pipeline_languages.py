@@ -150,3 +150,21 @@ def test_specialists_are_told_the_language_to_answer_in(make_config: ConfigFacto
     [forward] = [message_from_bytes(m.data, policy=policy.default) for m in smtp_sink.delivered
                  if m.rcpt_tos == ["aiko@desk.example"]]
     assert "Language:   Japanese (ja)" in body(forward)
+
+
+def test_the_generic_answer_never_reveals_the_account_language(make_config: ConfigFactory, mailbox: Mailbox,
+                                                               smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    """A registered address with a Reply-To elsewhere is answered in the mail's language, not the account's."""
+    path, config = make_config()
+    migrate.upgrade(config.database_url)
+    (tmp_path / "accounts.csv").write_text(ACCOUNTS, encoding="utf-8")
+    app = App.from_config(config)
+    try:
+        import_accounts(app.db, tmp_path / "accounts.csv")  # lucas@example.com.br reads Portuguese
+    finally:
+        app.close()
+    mailbox.append(text_mail("lucas@example.com.br", "Withdrawal not received", "My BTC withdrawal is missing.",
+                             "<lang-mismatch@customers.example>", extra="Reply-To: other@elsewhere.example\r\n"))
+    assert run_once(path) == 0
+    [answer] = [message_from_bytes(m.data, policy=policy.default) for m in smtp_sink.delivered]
+    assert "Please write from your registered email address" in str(answer["Subject"])
