@@ -32,7 +32,7 @@ _TAG = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
 
 _NOISE = re.compile(
     r"https?://\S+|www\.\S+"                      # links
-    r"|\S+@\S+"                                    # addresses
+    r"|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+"           # addresses (ASCII classes: \S+@ is quadratic on CJK)
     r"|\b[0-9A-Za-z]*\d[0-9A-Za-z]*\b"            # TxIDs, amounts, order IDs, TRC20
     r"|\b[A-Z]{2,}s?\b"                            # coin tickers and acronyms: USDT, BTC, KYC, APIs
     r"|(?i:\b(?:txid|txhash|tx|uid|hash)\b)"       # the labels in front of them
@@ -51,43 +51,39 @@ _JAPANESE_MARKS = frozenset("々〆込畑働峠枠匂搾凪払")
 
 def detect_language(*texts: str) -> str | None:
     """The shipped tag for the text, or None when nothing in it is language (only TxIDs, say)."""
-    sample = _NOISE.sub(" ", "\n".join(texts)[:4000])
+    sample = _NOISE.sub(" ", "\n".join(texts)[:2000])  # the subject and the first lines say enough
     han, kana = len(_HAN.findall(sample)), len(_KANA.findall(sample))
     hangul, cyrillic, latin = len(_HANGUL.findall(sample)), len(_CYRILLIC.findall(sample)), len(_LATIN.findall(sample))
     east = _EAST_ASIAN_WEIGHT * (han + kana + hangul)
     if not (east or cyrillic or latin):
         return None
     if east >= max(cyrillic, latin):
-        if hangul >= han + kana:
-            return "ko"
-        return "ja" if _is_japanese(sample, han, kana) else _chinese_script(sample)
+        return "ko" if hangul >= han + kana else _han_language(sample, kana)
     if cyrillic >= latin:
         return "ru"
     return _latin_language(sample)
 
 
-def _is_japanese(sample: str, han: int, kana: int) -> bool:
-    """Kana decides; a mail of kanji alone is Japanese only by characters Chinese never writes."""
-    if kana >= 2 and kana * 20 >= han + kana:
-        return True
+def _han_language(sample: str, kana: int) -> str:
+    """Japanese if kana say so, or (without kana) characters only Japanese writes; else which Chinese."""
+    han = "".join(_HAN.findall(sample))
+    simplified, traditional = _script_counts(han)
+    if kana >= 2 and kana * 20 >= len(han) + kana:
+        return "ja"
     # Shinjitai such as 状 or 来 are also Simplified forms, so those count for neither side.
-    return _japanese_only(sample) >= max(1, _script_counts(sample)[0])
-
-
-def _chinese_script(sample: str) -> str:
-    simplified, traditional = _script_counts(sample)
+    if _japanese_only(han) + sum(map(_JAPANESE_MARKS.__contains__, sample)) >= max(1, simplified):
+        return "ja"
     return "zh-Hant" if traditional > simplified else "zh-Hans"
 
 
-def _script_counts(sample: str) -> tuple[int, int]:
+def _script_counts(han: str) -> tuple[int, int]:
     """How many characters read as Simplified-only and as Traditional-only, in context."""
-    han = "".join(_HAN.findall(sample))
     to_traditional, to_simplified = _converters()[:2]
     return _changed(han, to_traditional.convert(han)), _changed(han, to_simplified.convert(han))
 
 
-def _japanese_only(sample: str) -> int:
-    return sum(_is_shinjitai(ch) for ch in _HAN.findall(sample)) + sum(ch in _JAPANESE_MARKS for ch in sample)
+def _japanese_only(han: str) -> int:
+    return sum(map(_is_shinjitai, han))
 
 
 @cache
@@ -107,7 +103,7 @@ def _is_shinjitai(ch: str) -> bool:
 def _changed(before: str, after: str) -> int:
     if len(before) != len(after):  # a phrase of another length: count what is not shared instead
         return len(set(before) ^ set(after))
-    return sum(a != b for a, b in zip(before, after, strict=True))
+    return sum(map(str.__ne__, before, after))
 
 
 @cache
