@@ -59,6 +59,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(f"supportd: {'error' if problem.error else 'warning'}: {problem}", file=sys.stderr)
     print(f"{args.file}: OK ({len(config.mailboxes)} mailboxes, {len(config.queues)} queues, "
           f"{len(config.rules)} rules, database {config.database_url.split('@')[-1]})")
+    if config.dkim and not config.dkim.relay_signs:
+        from mailer.dkim import txt_record
+
+        print(f"DKIM key OK; publish this record:\n{txt_record(config.dkim)}")
     return EXIT_OK
 
 

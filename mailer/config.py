@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mailer.config_transport import DkimConfig, TransportSecurity, dkim, transport_security
 from parsing.attachments import Limits as AttachmentLimits
 from parsing.language import SHIPPED, fallback_chain, normalize_tag
 
@@ -63,6 +64,7 @@ class MailboxConfig:
     idle_timeout: float = 300.0
     batch_size: int = 200
     timeout: float = 60.0
+    security: TransportSecurity = field(default_factory=TransportSecurity)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class SmtpConfig:
     timeout: float = 30.0
     max_attempts: int = 8
     retry_base: float = 5.0
+    security: TransportSecurity = field(default_factory=TransportSecurity)
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ class Config:
     encryption_keys_env: str | None = None  # names the variable holding Fernet keys, newest first
     secret_env: str | None = None  # names the variable holding the ticket-address secret
     lmtp_listen: tuple[str, int] | None = None  # host and port of the LMTP listener, if any
+    dkim: DkimConfig | None = None  # without it, outgoing mail is not signed
 
     @property
     def support_address(self) -> str:
@@ -331,9 +335,12 @@ def _password_from_env(section: _Section, endpoint: Endpoint) -> Endpoint:
     return Endpoint(**{**endpoint.__dict__, "password": os.environ[var]})
 
 
-def _mailbox(section: _Section) -> MailboxConfig:
+def _mailbox(section: _Section, base_dir: Path) -> MailboxConfig:
     endpoint = _password_from_env(section, parse_endpoint(section, "url", {"imap": 143, "imaps": 993}))
-    if not endpoint.username or not endpoint.password:
+    starttls = section.bool("starttls", False)
+    security = transport_security(section, endpoint, tls=endpoint.implicit_tls or starttls,
+                                  auth_choices=("password", "xoauth2", "oauthbearer"), base_dir=base_dir)
+    if security.auth == "password" and (not endpoint.username or not endpoint.password):
         raise section.fail("url", "needs a user and a password (imap://user:secret@host/INBOX, or password_env)")
     done_action = section.choice("done_action", DONE_ACTIONS, "seen")
     done_folder = section.str("done_folder")
@@ -343,7 +350,7 @@ def _mailbox(section: _Section) -> MailboxConfig:
         name=section.str("name", required=True),
         endpoint=endpoint,
         folder=section.str("folder", endpoint.path or "INBOX"),
-        starttls=section.bool("starttls", False),
+        starttls=starttls,
         tls_verify=section.bool("tls_verify", True),
         done_action=done_action,
         done_folder=done_folder,
@@ -352,13 +359,17 @@ def _mailbox(section: _Section) -> MailboxConfig:
         idle_timeout=section.number("idle_timeout", 300.0, minimum=1),
         batch_size=section.int("batch_size", 200, minimum=1),
         timeout=section.number("timeout", 60.0, minimum=1),
+        security=security,
     )
     section.done()
     return mailbox
 
 
-def _smtp(section: _Section) -> SmtpConfig:
+def _smtp(section: _Section, base_dir: Path) -> SmtpConfig:
     endpoint = _password_from_env(section, parse_endpoint(section, "url", {"smtp": 25, "smtps": 465}))
+    starttls = section.bool("starttls", False)
+    security = transport_security(section, endpoint, tls=endpoint.implicit_tls or starttls,
+                                  auth_choices=("password", "xoauth2"), base_dir=base_dir)
     from_address = section.str("from_address", required=True)
     if "@" not in from_address or any(c in from_address for c in "\r\n <>"):
         raise section.fail("from_address", f"must be a bare address like support@example.com; got {from_address!r}")
@@ -366,11 +377,12 @@ def _smtp(section: _Section) -> SmtpConfig:
         endpoint=endpoint,
         from_address=from_address,
         from_name=section.str("from_name", "Support"),
-        starttls=section.bool("starttls", False),
+        starttls=starttls,
         tls_verify=section.bool("tls_verify", True),
         timeout=section.number("timeout", 30.0, minimum=1),
         max_attempts=section.int("max_attempts", 8, minimum=1),
         retry_base=section.number("retry_base", 5.0, minimum=0.01),
+        security=security,
     )
     section.done()
     return smtp
@@ -620,13 +632,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: Path | None = None) -> Config:
     base_dir = base_dir or Path.cwd()
     top = _Section(source, "", data)
-    mailboxes = tuple(_mailbox(s) for s in top.tables("mailboxes"))
+    mailboxes = tuple(_mailbox(s, base_dir) for s in top.tables("mailboxes"))
     names = [m.name for m in mailboxes]
     if len(set(names)) != len(names):
         raise ConfigError(source, "mailboxes", "mailbox names must be unique")
     if "smtp" not in data:
         raise ConfigError(source, "smtp", "is required ([smtp] with url and from_address)")
-    smtp = _smtp(top.table("smtp"))
+    smtp = _smtp(top.table("smtp"), base_dir)
 
     database = top.table("database")
     database_url = database.str("url", "sqlite:///supportd.db")
@@ -674,6 +686,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         attachments=_attachments(top.table("attachments")),
         encryption_keys_env=_encryption(top.table("encryption")),
         lmtp_listen=_lmtp(top.table("lmtp")),
+        dkim=dkim(top.table("dkim"), smtp.from_address, base_dir),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,
         default_language=_language(desk),
