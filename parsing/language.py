@@ -120,8 +120,9 @@ _LINGUA_TAGS = {"ENGLISH": "en", "SPANISH": "es", "PORTUGUESE": "pt", "TURKISH":
 
 
 def load_models() -> None:
-    """Load lingua's models now (1–3 s, once per process): a worker that meets its first Latin-script mail
-    in the middle of a batch would otherwise stall there, while other workers overtake it."""
+    """Load lingua's models and OpenCC's tables now (1–3 s, once per process): a worker that meets its first
+    Latin-script or Chinese mail in the middle of a batch would otherwise stall there while others overtake it."""
+    _converters()
     _latin_detector()
 
 
