@@ -137,6 +137,10 @@ def check_override(directory: Path) -> list[Problem]:
         if purpose in CUSTOMER_KINDS and (left_out := sorted(expected - used - {"lang"})):
             problems.append(Problem(path, key, f"leaves out {', '.join(left_out)}, which the shipped text shows",
                                     False))
+        if tag == "zh":
+            problems.append(Problem(path, key, "zh.* files are no longer used: Simplified Chinese is zh-Hans, "
+                                               "Traditional zh-Hant (rename the file)", False))
+            continue
         if purpose in CUSTOMER_KINDS and tag not in LANGUAGES:
             added.setdefault(tag, {}).setdefault(purpose, set()).add(part)
     for tag, purposes in sorted(added.items()):

@@ -109,6 +109,7 @@ def test_override_check_finds_errors_and_warnings(tmp_path: Path) -> None:
     (tmp_path / "reply" / "ru.txt.j2").write_text("{{ text }}")                             # leaves things out
     (tmp_path / "ack" / "fr.txt.j2").write_text("{{ ticket }}")                             # a partial language
     (tmp_path / "ack" / "notes.md.j2").write_text("x")                                     # never used
+    (tmp_path / "reply" / "zh.txt.j2").write_text("{{ text }}")                             # the old name
     problems = {(p.path.relative_to(tmp_path).as_posix() if p.path != tmp_path else ".", p.error): p.reason
                 for p in check_override(tmp_path)}
     assert "customer_email" in problems[("ack/ja.txt.j2", True)]
@@ -116,6 +117,7 @@ def test_override_check_finds_errors_and_warnings(tmp_path: Path) -> None:
     assert "anti_phishing_code" in problems[("reply/ru.txt.j2", False)]
     assert "fall back to 'en'" in problems[(".", False)] and "unverified" in problems[(".", False)]
     assert "never used" in problems[("ack/notes.md.j2", False)]
+    assert "rename" in problems[("reply/zh.txt.j2", False)]
     assert check_override(BUILTIN_DIR) == []  # the shipped folder, taken as an override, is clean
 
 
