@@ -9,6 +9,7 @@ sender stays word for word the same, so it cannot tell anyone what the desk know
 from __future__ import annotations
 
 from mailer.work import Work, event, need
+from parsing.language import fallback_chain
 
 EMERGENCY_QUEUES = ("security",)
 
@@ -21,15 +22,7 @@ def suggest_articles(work: Work) -> list[dict[str, str]]:
     suggestions = index.suggest(f"{mail.subject}\n{mail.new_text}")
     if not suggestions:
         return []
-    chain = display_chain(ticket.language)
+    chain = fallback_chain(ticket.language)
     event(work, ticket, "help_suggested", articles=[{"id": s.article.id, "score": s.score} for s in suggestions])
     return [{"title": shown.title, "url": shown.url}
             for shown in (s.article.shown_in(chain) for s in suggestions)]
-
-
-def display_chain(language: str) -> list[str]:
-    """The ticket's language, then Simplified Chinese for a bare `zh`, then English."""
-    chain = [language]
-    if language.startswith("zh"):
-        chain.append("zh-Hans")
-    return [*chain, "en"]

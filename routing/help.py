@@ -32,7 +32,9 @@ import bm25s
 import bm25s.stopwords
 import Stemmer
 
-LANGUAGES = ("en", "zh-Hans", "zh-Hant", "ja", "ko", "ru", "vi", "tr", "es", "pt")
+from parsing.language import SHIPPED
+
+LANGUAGES = SHIPPED  # the desk's languages: an article may be written in any of them
 MAX_QUERY_CHARS = 3000  # the problem is stated at the top; quoted history and signatures only add noise
 TITLE_WEIGHT = 2  # a title is repeated in its document: its words say what the article is about
 COMMON_SHARE = 0.25  # terms in more articles than this share are ignored (see _common_terms)

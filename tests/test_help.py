@@ -155,3 +155,38 @@ def test_generic_answer_is_the_same_with_a_knowledge_base(make_config: ConfigFac
     assert run_once(path) == 0
     first, second = (_text(m.data) for m in smtp_sink.delivered)
     assert first.replace("#1", "#N") == second.replace("#2", "#N")
+
+
+LANGUAGE_ACCOUNTS = """email,user_id,language,display_name
+mei@example.tw,30000001,,陳美玲
+haruto@example.jp,30000002,,佐藤 陽翔
+ivan@example.ru,30000003,ru-RU,Иван
+"""
+
+
+def test_articles_in_the_customers_language(make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink,
+                                            tmp_path: Path) -> None:
+    """Traditional Chinese, Japanese and Russian customers each get the article that fits, in their language."""
+    from mailer import migrate
+    from mailer.accounts import import_accounts
+    from mailer.app import App
+
+    path, config = make_config(help={"articles": str(SHIPPED)})
+    migrate.upgrade(config.database_url)
+    (tmp_path / "accounts.csv").write_text(LANGUAGE_ACCOUNTS, encoding="utf-8")
+    app = App.from_config(config)
+    import_accounts(app.db, tmp_path / "accounts.csv")
+    app.close()
+    mails = [("mei@example.tw", "入金未入帳", "三小時前轉了 300 USDT，區塊瀏覽器顯示已確認，但帳戶餘額沒有變。"),
+             ("haruto@example.jp", "出金について", "出金がずっと処理中のままです。5時間経ってもTxIDが表示されません。"),
+             ("ivan@example.ru", "Верификация", "Фото паспорта для верификации отклонили, пишут что фото размыто.")]
+    mailbox.append(*(text_mail(sender, subject, text, f"<l-{n}@customers.example>")
+                     for n, (sender, subject, text) in enumerate(mails)))
+    assert run_once(path) == 0
+    by_recipient = {mail.rcpt_tos[0]: _text(mail.data) for mail in smtp_sink.delivered}
+    assert "充值尚未入帳怎麼辦：https://help.example.com/articles/deposit-not-credited" in \
+        by_recipient["mei@example.tw"]
+    assert "出金が処理中のまま進まない：https://help.example.com/articles/withdrawal-pending" in \
+        by_recipient["haruto@example.jp"]
+    assert "Фото для KYC или селфи отклонено: https://help.example.com/articles/kyc-photo-rejected" in \
+        by_recipient["ivan@example.ru"]
