@@ -7,6 +7,7 @@ resulting reply is sent, marks the mails on the server, and returns.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -20,12 +21,14 @@ from mailer.db import Outbox, RawMessage, utcnow
 from mailer.escalate import escalate, recompute_if_changed
 from mailer.intake import NETWORK_ERRORS, MailboxIntake, connect
 from mailer.lmtp import start_listener
+from mailer.prepare import PreparePool
 from mailer.workers import Workers
 
 log = logging.getLogger(__name__)
 
 RECONCILE_EVERY = 30.0  # also how often the SLA check runs
 SETTLED_FOR = timedelta(seconds=60)
+DRAIN_CHECK, DRAIN_SETTLE = 1.0, 0.05
 
 
 class DaemonError(Exception):
@@ -56,6 +59,8 @@ class Daemon:
 
     def _start(self) -> None:
         recompute_if_changed(self.app)
+        if self.app.config.broker.embedded and (os.cpu_count() or 1) > 1:
+            self.app.cpu = PreparePool()  # every core parses; this process writes the ledger and sends
         self.workers.start(self.app.config.broker.worker_threads)
         # An embedded broker's queue died with the previous process: everything unfinished is ours again.
         self._enqueue(reconcile.at_start(self.app, reclaim_all_sending=self.app.config.broker.embedded))
@@ -79,7 +84,7 @@ class Daemon:
         with self.app.db.reading() as session:
             mails = session.scalar(select(func.count()).where(RawMessage.status == "pending")) or 0
             replies = session.scalar(select(func.count()).where(Outbox.status.in_(("pending", "sending")))) or 0
-            last_error = session.scalar(select(Outbox.last_error).where(
+            last_error = None if not replies else session.scalar(select(Outbox.last_error).where(
                 Outbox.status.in_(("pending", "sending")), Outbox.last_error.is_not(None)).limit(1))
         return Backlog(mails, replies, last_error)
 
@@ -115,16 +120,19 @@ class Daemon:
             self._shutdown()
 
     def wait_until_drained(self, timeout: float) -> Backlog:
+        """Look at the backlog when a batch was done here (or once a second, for workers elsewhere)."""
         deadline = time.monotonic() + timeout
         next_reconcile = time.monotonic() + RECONCILE_EVERY
         while True:
+            self.workers.progress.clear()
             backlog = self.backlog()
             if backlog.empty or time.monotonic() > deadline:
                 return backlog
             if time.monotonic() > next_reconcile:
                 self._reconcile(settled_for=SETTLED_FOR)
                 next_reconcile = time.monotonic() + RECONCILE_EVERY
-            time.sleep(0.05)
+            self.workers.progress.wait(DRAIN_CHECK)
+            time.sleep(DRAIN_SETTLE)  # let a few batches finish before counting again
 
     # --- forever ---------------------------------------------------------------------------------
 

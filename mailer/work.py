@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import TypeVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from mailer.app import App
 from mailer.compose import schedule_reply
-from mailer.db import Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage
+from mailer.db import Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
 from parsing.attachments import judge
 from parsing.message import ParsedMail
 from routing.dedup import ThreadMatch
 from routing.rules import RouteDecision
 from routing.verify import Verification, normalize_address
 from sla.clock import pause, recompute, resume
+
+if TYPE_CHECKING:
+    from mailer.prepare import Prepared
 
 T = TypeVar("T")
 
@@ -40,6 +43,16 @@ class Work:
     refused: list[tuple[str, str]] = field(default_factory=list)  # attachments not stored: (name, reason)
     reopened: bool = False
     outcome: str = "done"
+    prepared: Prepared | None = None  # parse and redact done ahead, outside the write transaction
+    events: list[PendingEvent] = field(default_factory=list)  # written in bulk with the batch (event())
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    ticket: Ticket
+    kind: str
+    at: datetime
+    detail: dict[str, Any]
 
 
 Stage = Callable[[Work], bool]
@@ -115,7 +128,25 @@ def common_context(work: Work) -> dict[str, object]:
 
 
 def event(work: Work, ticket: Ticket, kind: str, **detail: object) -> None:
-    work.session.add(TicketEvent(ticket=ticket, kind=kind, detail=detail))
+    """Recorded with the batch: one bulk INSERT for every event of every mail that went through."""
+    work.events.append(PendingEvent(ticket, kind, utcnow(), detail))
+
+
+BATCH_EVENTS = "supportd_events"  # session.info key: events of the batch's finished mails, not yet written
+
+
+def flush_events(session: Session) -> None:
+    """Write the batch's pending events now (the ticket rows must have their ids: flushed before)."""
+    pending: list[PendingEvent] = session.info.pop(BATCH_EVENTS, [])
+    if pending:
+        session.execute(insert(TicketEvent), [{"ticket_id": e.ticket.id, "kind": e.kind, "at": e.at,
+                                               "detail": e.detail} for e in pending])
+
+
+def keep_events(work: Work) -> None:
+    """The mail went through: its events join the batch's (a failed mail's are dropped with its savepoint)."""
+    work.session.info.setdefault(BATCH_EVENTS, []).extend(work.events)
+    work.events = []
 
 
 def first_from(mail: ParsedMail) -> str:
