@@ -9,13 +9,15 @@ specialists' two stages are in mailer/gateway.py, the state and helpers all stag
 A stage that raises sends the mail to quarantine with the stage's name; database trouble is transient
 and re-raised so the broker retries. Nothing here sends mail: replies become outbox rows that the
 caller hands to the sender actor after the commit. Mails are processed in batches, one transaction
-each, with a savepoint per mail: commits are the costly part on every database.
+each (commits are the costly part on every database); a batch in which a mail fails is written again
+with a savepoint per mail, so that the failing one alone goes to quarantine.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -308,36 +310,56 @@ class Result:
 
 
 def process(app: App, raw_ids: list[int]) -> list[Result]:
-    """Run the stages for stored mails, in one transaction with a savepoint per mail.
+    """Run the stages for stored mails, in one transaction.
 
     Safe to call again for the same ids: a finished mail is skipped. A mail whose stage fails is
     quarantined alone; a database fault is re-raised for the broker to retry the whole batch.
     """
-    results: list[Result] = []
-    collided: list[int] = []
     with app.batch_order.taken_up(min(raw_ids, default=0)) as wait_for_earlier_batches:
         prepared = prepare_batch(app, raw_ids)  # the CPU part, before taking the write lock
         wait_for_earlier_batches()
-        with app.db.session(autoflush=False) as session:
-            # One SELECT for the batch; the bytes are loaded only for a mail that was not prepared.
-            raws = {raw.id: raw for raw in session.scalars(select(RawMessage).where(RawMessage.id.in_(raw_ids))
-                                                           .options(defer(RawMessage.raw)).with_for_update())}
-            for raw_id in raw_ids:
-                try:
-                    with session.begin_nested():
-                        results.append(_run_stages(app, session, raw_id, raws.get(raw_id), prepared.get(raw_id)))
-                except IntegrityError:
-                    collided.append(raw_id)  # another worker recorded the same Message-ID meanwhile
-                except StageFailed as failure:
-                    if isinstance(failure.cause, TRANSIENT):
-                        raise failure.cause from None
-                    _quarantine(session, raw_id, failure.stage, failure.cause)
-                    results.append(Result(raw_id, "quarantined"))
-            flush_events(session)
+        try:
+            results, collided = _write_batch(app, raw_ids, prepared, careful=False)
+        except _Redo:
+            results, collided = _write_batch(app, raw_ids, prepared, careful=True)
     for raw_id in collided:
         # Alone and after the other worker's commit, the mail is now seen as a duplicate.
         results += process(app, [raw_id]) if len(raw_ids) > 1 else [_quarantine_alone(app, raw_id)]
     return results
+
+
+class _Redo(Exception):
+    """A mail of the batch failed: the batch is written again, carefully."""
+
+
+def _write_batch(app: App, raw_ids: list[int], prepared: dict[int, Prepared], *,
+                 careful: bool) -> tuple[list[Result], list[int]]:
+    """Mails usually all go through, so the batch is first tried without a savepoint per mail; if one fails,
+    the transaction is rolled back and the batch written again with savepoints, the failing mail alone
+    quarantined (or, for a Message-ID another worker recorded meanwhile, retried after)."""
+    results: list[Result] = []
+    collided: list[int] = []
+    with app.db.session(autoflush=False) as session:
+        # One SELECT for the batch; the bytes are loaded only for a mail that was not prepared.
+        raws = {raw.id: raw for raw in session.scalars(select(RawMessage).where(RawMessage.id.in_(raw_ids))
+                                                       .options(defer(RawMessage.raw)).with_for_update())}
+        for raw_id in raw_ids:
+            try:
+                with session.begin_nested() if careful else nullcontext():
+                    results.append(_run_stages(app, session, raw_id, raws.get(raw_id), prepared.get(raw_id)))
+            except IntegrityError:
+                if not careful:
+                    raise _Redo from None
+                collided.append(raw_id)  # another worker recorded the same Message-ID meanwhile
+            except StageFailed as failure:
+                if isinstance(failure.cause, TRANSIENT):
+                    raise failure.cause from None
+                if not careful:
+                    raise _Redo from None
+                _quarantine(session, raw_id, failure.stage, failure.cause)
+                results.append(Result(raw_id, "quarantined"))
+        flush_events(session)
+    return results, collided
 
 
 def prepare_batch(app: App, raw_ids: list[int]) -> dict[int, Prepared]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.orm import Session
 
 from mailer.app import App
@@ -102,14 +102,16 @@ def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context
     if normalize_address(to_address) is None:
         event(work, ticket, "no_reply", purpose=purpose, reason="no usable sender address")
         return
-    if work.session.scalar(select(Outbox.id).where(Outbox.idempotency_key == key)):
+    already, today = _earlier_replies(work, key, to_address)
+    if already:
         event(work, ticket, "no_reply", purpose=purpose, reason="already sent")
         return
-    if automatic_replies_today(work, to_address) >= work.app.config.dedup.max_auto_replies_per_day:
+    if today >= work.app.config.dedup.max_auto_replies_per_day:
         event(work, ticket, "no_reply", purpose=purpose, reason=f"daily cap for {to_address} reached")
         return
     row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose=purpose,
-                         key=key, to_address=to_address, replying_to=need(work.message, "record"), context=context)
+                         key=key, to_address=to_address, replying_to=need(work.message, "record"), context=context,
+                         known_new=True)
     work.outbox.append(row)
     event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
 
@@ -118,9 +120,17 @@ AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning", "a
 
 
 def automatic_replies_today(work: Work, address: str) -> int:
+    return _earlier_replies(work, "", address)[1]
+
+
+def _earlier_replies(work: Work, key: str, address: str) -> tuple[bool, int]:
+    """In one query: whether a row with this idempotency key exists, and the automatic mails to `address`
+    in the last 24 hours."""
     since = work.raw.received_at - timedelta(hours=24)
-    return work.session.scalar(select(func.count()).where(
-        Outbox.to_address == address, Outbox.purpose.in_(AUTOMATIC_PURPOSES), Outbox.created_at >= since)) or 0
+    today = and_(Outbox.to_address == address, Outbox.purpose.in_(AUTOMATIC_PURPOSES), Outbox.created_at >= since)
+    rows = work.session.execute(select(Outbox.idempotency_key == key, today).where(
+        or_(Outbox.idempotency_key == key, today))).all()
+    return any(same_key for same_key, _ in rows), sum(1 for _, counted in rows if counted)
 
 
 def common_context(work: Work) -> dict[str, object]:
