@@ -60,7 +60,7 @@ class Daemon:
     def _start(self) -> None:
         recompute_if_changed(self.app)
         if self.app.config.broker.embedded and (os.cpu_count() or 1) > 1:
-            self.app.cpu = PreparePool()  # every core parses; this process writes the ledger and sends
+            self.app.cpu = PreparePool().start()  # every core parses; this process writes the ledger and sends
         self.workers.start(self.app.config.broker.worker_threads)
         # An embedded broker's queue died with the previous process: everything unfinished is ours again.
         self._enqueue(reconcile.at_start(self.app, reclaim_all_sending=self.app.config.broker.embedded))

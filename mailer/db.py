@@ -328,8 +328,11 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """A read-only snapshot: no writer lock, so listing and waiting never hold up the pipeline."""
-        with self.read_sessions() as session, session.begin():
+        """A read-only snapshot: no writer lock, so listing and waiting never hold up the pipeline.
+
+        Ended by a rollback (closing the session): there is nothing to commit.
+        """
+        with self.read_sessions() as session:
             yield session
 
     def dispose(self) -> None:

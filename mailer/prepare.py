@@ -67,15 +67,26 @@ class PreparePool:
         self.processes = processes or os.cpu_count() or 1
         self._executor: ProcessPoolExecutor | None = None
 
-    def prepare_many(self, raws: list[bytes], drop: bool) -> list[Prepared | None]:
-        if len(raws) < POOL_MIN_BATCH:
-            return _prepare_chunk(raws, drop)
+    def start(self) -> PreparePool:
+        """Start the processes now (they take a second to import the parsers), not with the first mails."""
+        executor = self._started()
+        for _ in range(self.processes):
+            executor.submit(_prepare_chunk, [], False)
+        return self
+
+    def _started(self) -> ProcessPoolExecutor:
         if self._executor is None:
             # spawn, not fork: the daemon has threads (and locks) that a forked child would inherit mid-use.
             self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+        return self._executor
+
+    def prepare_many(self, raws: list[bytes], drop: bool) -> list[Prepared | None]:
+        if len(raws) < POOL_MIN_BATCH:
+            return _prepare_chunk(raws, drop)
+        executor = self._started()
         size = -(-len(raws) // self.processes)
         chunks = [raws[i:i + size] for i in range(0, len(raws), size)]
-        futures = [self._executor.submit(_prepare_chunk, chunk, drop) for chunk in chunks]
+        futures = [executor.submit(_prepare_chunk, chunk, drop) for chunk in chunks]
         return [item for future in futures for item in future.result()]
 
     def close(self) -> None:

@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 
 PROCESS_QUEUE, SEND_QUEUE = "supportd_process", "supportd_send"
 # Mails per processing message: one transaction each. Small enough that a retried batch is cheap.
-PROCESS_BATCH = 25
+PROCESS_BATCH = 50
+FIRST_BATCH = 10
 # Outbox rows per sending message: claimed in one transaction, sent over one connection, marked in one.
-SEND_BATCH = 25
+SEND_BATCH = 50
 # dramatiq runs lower numbers first: replies go out while a backlog of mail is still being processed.
 SEND_PRIORITY, PROCESS_PRIORITY = 0, 10
 
@@ -82,8 +83,10 @@ class Workers:
 
     def enqueue_process(self, raw_ids: Iterable[int]) -> None:
         ids = list(raw_ids)
-        for start in range(0, len(ids), PROCESS_BATCH):
-            self.process_actor.send(ids[start:start + PROCESS_BATCH])
+        # A small first batch: the first customers of a burst are answered without waiting for a full one.
+        bounds = [0, *range(FIRST_BATCH, len(ids), PROCESS_BATCH)] if len(ids) > FIRST_BATCH else [0]
+        for start, end in zip(bounds, [*bounds[1:], len(ids)], strict=True):
+            self.process_actor.send(ids[start:end])
 
     def enqueue_send(self, outbox_ids: Iterable[int]) -> None:
         ids = list(outbox_ids)
