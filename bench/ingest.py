@@ -115,11 +115,14 @@ def main() -> int:
               f"({sum(map(len, raws)) / 1e6:.1f} MB, mean {statistics.mean(map(len, raws)) / 1e3:.1f} KB) "
               f"in {appended:.1f}s")
 
+        cpu_started = time.process_time()
         floor = measure_floor(mailbox)
+        floor_cpu = time.process_time() - cpu_started
         print(f"floor (FETCH in batches of {FLOOR_BATCH} + mailparser.parse_from_bytes): {floor:.2f}s = "
-              f"{args.mails / floor:.0f} mails/s")
+              f"{args.mails / floor:.0f} mails/s; {floor_cpu / args.mails * 1000:.2f} ms CPU per mail")
 
         counts = workdir / "counts.txt"
+        children_cpu = _children_cpu()
         run_started = datetime.now(UTC)
         if args.broker == "redis":
             elapsed, peak_rss_mb = _run_scaled(args, config_path, db, counts)
@@ -127,9 +130,11 @@ def main() -> int:
             elapsed, peak_rss_mb = _run_daemon(args, config_path, counts, extra=[])
         if elapsed is None:
             return 1
-        print(f"database: {args.database}; broker: {_broker_text(args)}")
+        cpu = (_children_cpu() - children_cpu) / args.mails
+        print(f"database: {args.database}; broker: {_broker_text(args)}; load average {os.getloadavg()[0]:.1f}")
         print(f"supportd: {args.mails} mails in {elapsed:.2f}s = {args.mails / elapsed:.0f} mails/s "
-              f"(start-up included) = {elapsed / floor:.1f}× the floor's time")
+              f"(start-up included) = {elapsed / floor:.1f}× the floor's time; CPU of all its processes "
+              f"{cpu * 1000:.2f} ms per mail = {cpu * args.mails / floor_cpu:.1f}× the floor's CPU")
         if args.broker == "redis" and args.workers == 0:
             return 0
         _report_ledger(db, args.mails, run_started, len(sink.delivered))
@@ -196,6 +201,12 @@ def _intake_alone(command: list[str], config_path: Path, db: Database, mails: in
     finally:
         intake.terminate()
         intake.wait(60)
+
+
+def _children_cpu() -> float:
+    """User + system seconds of the finished child processes (and theirs), e.g. supportd and its pool."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _stored(db: Database) -> int:
