@@ -15,13 +15,15 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from mailer import lease, reconcile
+from mailer import lease, metrics, reconcile
 from mailer.app import App
 from mailer.db import Outbox, RawMessage, utcnow
 from mailer.escalate import escalate, recompute_if_changed
-from mailer.intake import NETWORK_ERRORS, MailboxIntake, connect
+from mailer.intake import NETWORK_ERRORS, MailboxIntake
 from mailer.lmtp import start_listener
 from mailer.prepare import PreparePool
+from mailer.service import Service
+from mailer.tls import LinkError
 from mailer.workers import Workers
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ class Daemon:
         self.holder = lease.new_holder()
         self.stop_event = threading.Event()
         self.intakes = [MailboxIntake(app.db, mb, app.config.max_message_bytes, self.workers.enqueue_process,
-                                      app.sealer) for mb in app.config.mailboxes]
+                                      app.sealer, app.links) for mb in app.config.mailboxes]
 
     # --- shared start and stop -------------------------------------------------------------------
 
@@ -99,8 +101,10 @@ class Daemon:
                 if not lease.acquire(self.app.db, _lease_name(intake), self.holder):
                     raise DaemonError(f"mailbox {intake.config.name!r} is served by another running daemon")
                 try:
-                    clients[intake.config.name] = client = connect(intake.config)
+                    clients[intake.config.name] = client = intake.connect()
                     intake.sync(client)
+                except LinkError as exc:
+                    raise DaemonError(str(exc)) from None
                 except NETWORK_ERRORS as exc:
                     raise DaemonError(f"mailbox {intake.config.name!r}: {exc}") from None
             backlog = self.wait_until_drained(self.app.config.once_timeout)
@@ -128,6 +132,8 @@ class Daemon:
             backlog = self.backlog()
             if backlog.empty or time.monotonic() > deadline:
                 return backlog
+            if "smtp" in self.app.links.problems():  # waiting cannot fix a certificate or a revoked grant
+                raise DaemonError(f"smtp: {self.app.links.problems()['smtp']}")
             if time.monotonic() > next_reconcile:
                 self._reconcile(settled_for=SETTLED_FOR)
                 next_reconcile = time.monotonic() + RECONCILE_EVERY
@@ -137,6 +143,7 @@ class Daemon:
     # --- forever ---------------------------------------------------------------------------------
 
     def run(self) -> None:
+        service = Service(self.app, self.workers, self.holder if self.intakes else None, RECONCILE_EVERY)
         self._start()
         listener = None
         if self.app.config.lmtp_listen:
@@ -148,11 +155,14 @@ class Daemon:
             thread.start()
         log.info("supportd running: %d mailboxes, broker %s", len(self.intakes),
                  "embedded" if self.app.config.broker.embedded else self.app.config.broker.url.split("@")[-1])
+        service.ready()
         try:
             while not self.stop_event.wait(RECONCILE_EVERY):
                 self._reconcile(settled_for=SETTLED_FOR)
                 self.workers.sla_actor.send()
+                service.beat()
         finally:
+            service.stop()
             log.info("stopping: finishing work in hand")
             if listener is not None:
                 listener.stop()
@@ -169,6 +179,7 @@ class Daemon:
             if renew():
                 intake.run(self.stop_event, renew)
             else:
+                metrics.mailbox_standby(intake.config.name, lease.LEASE_TTL.total_seconds())
                 self.stop_event.wait(lease.LEASE_TTL.total_seconds() / 4)  # hot standby
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select, update
 
+from mailer import metrics
 from mailer.app import App
-from mailer.db import Outbox, TicketEvent, utcnow
+from mailer.db import Outbox, Ticket, TicketEvent, utcnow
 from mailer.smtp import SendError
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ def _mark_sent(app: App, rows: list[Claimed]) -> None:
                               "attempts": row.attempts}} for row in rows if row.ticket_id]
         if events:
             session.execute(insert(TicketEvent), events)
+    for row in rows:
+        metrics.reply_sent(app, row.outbox_id, row.purpose, row.ticket_id, row.ticket_created_at)
 
 
 @dataclass(frozen=True)
@@ -85,18 +88,20 @@ class Claimed:
     ticket_id: int | None
     purpose: str
     message_id: str
+    ticket_created_at: datetime | None
 
 
 def _claim(app: App, outbox_ids: list[int]) -> tuple[list[Claimed], list[Delivery]]:
     """Pending and due rows become `sending` (in id order); the rest are skipped or told when to retry."""
     columns = (Outbox.id, Outbox.status, Outbox.next_attempt_at, Outbox.from_address, Outbox.to_address,
-               Outbox.raw, Outbox.attempts, Outbox.ticket_id, Outbox.purpose, Outbox.message_id)
+               Outbox.raw, Outbox.attempts, Outbox.ticket_id, Outbox.purpose, Outbox.message_id, Ticket.created_at)
     claimed: list[Claimed] = []
     deliveries: list[Delivery] = []
     now = utcnow()
     with app.db.session(priority=True) as session:
         rows = {row.id: row for row in session.execute(
-            select(*columns).where(Outbox.id.in_(outbox_ids)).with_for_update(skip_locked=True))}
+            select(*columns).outerjoin(Ticket, Ticket.id == Outbox.ticket_id).where(Outbox.id.in_(outbox_ids))
+            .with_for_update(of=Outbox, skip_locked=True))}
         for outbox_id in sorted(set(outbox_ids)):
             row = rows.get(outbox_id)
             if row is None or row.status != "pending":
@@ -105,7 +110,7 @@ def _claim(app: App, outbox_ids: list[int]) -> tuple[list[Claimed], list[Deliver
                 deliveries.append(Delivery(outbox_id, "retry", row.next_attempt_at - now))
             else:
                 claimed.append(Claimed(row.id, row.from_address, row.to_address, row.raw, row.attempts + 1,
-                                       row.ticket_id, row.purpose, row.message_id))
+                                       row.ticket_id, row.purpose, row.message_id, row.created_at))
         if claimed:
             session.execute(update(Outbox).where(Outbox.id.in_([c.outbox_id for c in claimed]))
                             .values(status="sending", claimed_at=now, attempts=Outbox.attempts + 1))
@@ -113,7 +118,7 @@ def _claim(app: App, outbox_ids: list[int]) -> tuple[list[Claimed], list[Deliver
 
 
 def _record_failure(app: App, outbox_id: int, attempts: int, exc: SendError) -> Delivery:
-    give_up = exc.permanent or attempts >= app.config.smtp.max_attempts
+    give_up = exc.permanent or (attempts >= app.config.smtp.max_attempts and not exc.link)
     delay = backoff(attempts, app.config.smtp.retry_base)
     with app.db.session() as session:
         row = session.get(Outbox, outbox_id)
@@ -127,5 +132,6 @@ def _record_failure(app: App, outbox_id: int, attempts: int, exc: SendError) -> 
                                                 "error": str(exc), "attempts": attempts}))
         else:
             row.status, row.next_attempt_at = "pending", utcnow() + delay
+        metrics.reply_not_sent(row.purpose, give_up)
     log.warning("outbox %s: %s (%s)", outbox_id, exc, "giving up" if give_up else f"retry in {delay}")
     return Delivery(outbox_id, "failed") if give_up else Delivery(outbox_id, "retry", delay)

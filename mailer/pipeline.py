@@ -1,7 +1,7 @@
 """The flow of one stored mail, stage by stage, in one database transaction.
 
-    parse -> redact -> bounce -> duplicate -> gateway -> verify -> screen -> thread -> route -> authenticate
-          -> repeat -> automatic -> record -> reply -> warn -> refused -> forward
+    parse -> redact -> bounce -> duplicate -> gateway -> verify -> spam -> screen -> thread -> route
+          -> authenticate -> repeat -> automatic -> record -> reply -> warn -> refused -> forward
 
 Each stage takes the `Work` and returns True to go on or False when the mail is fully handled. The
 decisions live in parsing/ and routing/; this module strings them together and writes the ledger. The
@@ -25,10 +25,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, defer
 
+from mailer import metrics
 from mailer.app import App
 from mailer.db import Account, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
 from mailer.prepare import Prepared, prepare, redact_mail
+from mailer.spam import hold_spam
 from mailer.work import (
     Stage,
     Work,
@@ -44,7 +46,7 @@ from mailer.work import (
 )
 from parsing.message import parse, without_body
 from parsing.secrets import kind_names
-from routing.authresults import evaluate
+from routing.authresults import evaluate, reported_dmarc_failures
 from routing.autoreply import automatic_reason
 from routing.dedup import find_exact_duplicate, find_repeat, find_thread
 from routing.verify import SPOOFED, VERIFIED, AccountRef, Verification, verify_sender
@@ -90,6 +92,7 @@ def match_bounce(work: Work) -> bool:
               "status": report.status, "diagnostic": report.diagnostic}
     if report.action == "failed":
         row.status, row.last_error = "bounced", f"{report.status} {report.diagnostic}".strip()[:2000]
+        metrics.reply_bounced(row.purpose)
     if row.ticket_id:
         work.session.add(TicketEvent(ticket_id=row.ticket_id, kind="bounced" if report.action == "failed"
                                      else f"delivery_{report.action}", detail=detail))
@@ -150,10 +153,15 @@ def route(work: Work) -> bool:
 
 
 def authenticate(work: Work) -> bool:
-    """A registered address counts only if our MTA's report meets the queue's policy; otherwise spoofed."""
+    """A registered address counts only if our MTA's report meets the queue's policy; otherwise spoofed.
+
+    Without [trust] no header can be told from a forged one; a reported DMARC failure for the From
+    domain still makes the sender spoofed (believing a failure can only ever hurt the forger)."""
     trust, verification = work.app.config.trust, need(work.verification, "verify")
-    if trust is None or verification.status != VERIFIED or verification.address is None:
+    if verification.status != VERIFIED or verification.address is None:
         return True
+    if trust is None:
+        return refuse_reported_dmarc_failure(work, verification)
     auth = evaluate(need(work.mail, "parse").trace, trust.authserv_id, trust.received_hops)
     queue = work.thread.ticket.queue if work.thread is not None else need(work.route, "route").queue
     policy = work.app.config.queues[queue].auth_policy
@@ -167,6 +175,18 @@ def authenticate(work: Work) -> bool:
     else:
         work.verification = replace(verification, evidence={**verification.evidence, "policy": policy,
                                                             "authentication": auth.evidence})
+    return True
+
+
+def refuse_reported_dmarc_failure(work: Work, verification: Verification) -> bool:
+    domain = (verification.address or "").rpartition("@")[2]
+    servers = reported_dmarc_failures(need(work.mail, "parse").trace, domain)
+    if servers:
+        work.verification = Verification(SPOOFED, verification.address, None, evidence={
+            "reason": "an Authentication-Results header reports a DMARC failure for the From domain "
+                      "(no [trust] configured: any such report counts)", "reported_by": servers[:5]})
+        if work.thread is not None and work.thread.by_tag:
+            work.thread = None
     return True
 
 
@@ -278,6 +298,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("duplicate", skip_exact_duplicate),
     ("gateway", handle_specialist_reply),
     ("verify", verify),
+    ("spam", hold_spam),
     ("screen", screen_automatic),
     ("thread", find_ticket),
     ("route", route),
@@ -304,7 +325,7 @@ class StageFailed(Exception):
 @dataclass(frozen=True)
 class Result:
     raw_id: int
-    outcome: str  # done | duplicate | automatic | bounce | quarantined | skipped
+    outcome: str  # done | duplicate | automatic | bounce | spam | quarantined | skipped
     ticket_id: int | None = None
     outbox_ids: tuple[int, ...] = ()
 
@@ -339,6 +360,7 @@ def _write_batch(app: App, raw_ids: list[int], prepared: dict[int, Prepared], *,
     quarantined (or, for a Message-ID another worker recorded meanwhile, retried after)."""
     results: list[Result] = []
     collided: list[int] = []
+    finished: list[Work] = []
     with app.db.session(autoflush=False) as session:
         # One SELECT for the batch; the bytes are loaded only for a mail that was not prepared.
         raws = {raw.id: raw for raw in session.scalars(select(RawMessage).where(RawMessage.id.in_(raw_ids))
@@ -346,7 +368,8 @@ def _write_batch(app: App, raw_ids: list[int], prepared: dict[int, Prepared], *,
         for raw_id in raw_ids:
             try:
                 with session.begin_nested() if careful else nullcontext():
-                    results.append(_run_stages(app, session, raw_id, raws.get(raw_id), prepared.get(raw_id)))
+                    results.append(_run_stages(app, session, raw_id, raws.get(raw_id), prepared.get(raw_id),
+                                               finished))
             except IntegrityError:
                 if not careful:
                     raise _Redo from None
@@ -359,6 +382,8 @@ def _write_batch(app: App, raw_ids: list[int], prepared: dict[int, Prepared], *,
                 _quarantine(session, raw_id, failure.stage, failure.cause)
                 results.append(Result(raw_id, "quarantined"))
         flush_events(session)
+    for work in finished:  # counted once the batch has committed (a batch written twice counts once)
+        metrics.mail_done(work)
     return results, collided
 
 
@@ -381,27 +406,28 @@ def prepare_batch(app: App, raw_ids: list[int]) -> dict[int, Prepared]:
 
 
 def _run_stages(app: App, session: Session, raw_id: int, raw: RawMessage | None,
-                prepared: Prepared | None) -> Result:
+                prepared: Prepared | None, finished: list[Work]) -> Result:
     if raw is None or raw.status != "pending":
         return Result(raw_id, "skipped")
     work = Work(app, session, raw, prepared=prepared)
     for name, stage in STAGES:
         try:
-            if not stage(work):
+            if not metrics.timed_stage(name, stage, work):
                 break
         except Exception as exc:
             raise StageFailed(name, exc) from exc
     raw.status, raw.processed_at = work.outcome, utcnow()
     session.flush()
     keep_events(work)
+    finished.append(work)
     return Result(raw_id, work.outcome, raw.ticket_id, tuple(row.id for row in work.outbox))
 
 
 def _quarantine(session: Session, raw_id: int, stage: str, cause: BaseException) -> None:
-    log.warning("quarantined message %s at stage %s: %s", raw_id, stage, cause)
     log.debug("".join(traceback.format_exception(cause)))
     raw = session.get(RawMessage, raw_id)
     if raw is not None and raw.status == "pending":
+        metrics.mail_quarantined(raw, stage, cause)
         raw.status, raw.stage, raw.processed_at = "quarantined", stage, utcnow()
         raw.error = f"{type(cause).__name__}: {cause}"[:4000]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import and_, func, insert, or_, select, true
 from sqlalchemy.orm import Session
 
 from mailer.app import App
@@ -97,7 +97,8 @@ def store_attachments(work: Work, message: TicketMessage) -> None:
 
 
 def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context: dict[str, object]) -> None:
-    """The one outbound policy for automatic mail: a usable address, once per key, under the daily cap."""
+    """The one outbound policy for automatic mail: a usable address, once per key, under the daily cap
+    per address and, for senders not verified, under the desk-wide hourly cap (backscatter's ceiling)."""
     ticket = need(work.ticket, "record")
     if normalize_address(to_address) is None:
         event(work, ticket, "no_reply", purpose=purpose, reason="no usable sender address")
@@ -109,9 +110,16 @@ def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context
     if today >= work.app.config.dedup.max_auto_replies_per_day:
         event(work, ticket, "no_reply", purpose=purpose, reason=f"daily cap for {to_address} reached")
         return
+    unverified = not need(work.verification, "verify").verified
+    hourly_cap = work.app.config.spam.max_unverified_replies_per_hour
+    if unverified and unverified_replies_last_hour(work) >= hourly_cap:
+        event(work, ticket, "no_reply", purpose=purpose,
+              reason=f"desk-wide cap of {hourly_cap} automatic answers per hour to unverified senders reached")
+        return
     row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose=purpose,
                          key=key, to_address=to_address, replying_to=need(work.message, "record"), context=context,
                          known_new=True)
+    row.unverified = unverified
     work.outbox.append(row)
     event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
 
@@ -131,6 +139,13 @@ def _earlier_replies(work: Work, key: str, address: str) -> tuple[bool, int]:
     rows = work.session.execute(select(Outbox.idempotency_key == key, today).where(
         or_(Outbox.idempotency_key == key, today))).all()
     return any(same_key for same_key, _ in rows), sum(1 for _, counted in rows if counted)
+
+
+def unverified_replies_last_hour(work: Work) -> int:
+    """One range on ix_outbox_unverified, as long as the cap at most: cheap to ask for every mail."""
+    since = utcnow() - timedelta(hours=1)
+    return work.session.scalar(select(func.count()).where(
+        Outbox.unverified == true(), Outbox.created_at >= since)) or 0
 
 
 def common_context(work: Work) -> dict[str, object]:
