@@ -14,10 +14,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select, update
 
-from mailer import metrics
+from mailer import lease, metrics
 from mailer.app import App
 from mailer.db import Outbox, Ticket, TicketEvent, utcnow
+from mailer.health import HEALTH
 from mailer.smtp import SendError
+from mailer.transient import retrying
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +55,31 @@ def deliver_batch(app: App, outbox_ids: list[int]) -> list[Delivery]:
         try:
             app.smtp.send(row.from_address, row.to_address, row.raw)
         except SendError as exc:
+            HEALTH.relay(None if exc.permanent else str(exc)[:300])
             _mark_sent(app, sent)
             sent = []
-            deliveries.append(_record_failure(app, row.outbox_id, row.attempts, exc))
+            deliveries.append(_failed(app, row, exc))
             continue
+        HEALTH.relay(None)
         sent.append(row)
     _mark_sent(app, sent)
     return deliveries + [Delivery(row.outbox_id, "sent") for row in sent]
 
 
+def _failed(app: App, row: Claimed, exc: SendError) -> Delivery:
+    return retrying(f"outbox {row.outbox_id}", lambda: _record_failure(app, row.outbox_id, row.attempts, exc))
+
+
 def _mark_sent(app: App, rows: list[Claimed]) -> None:
     if not rows:
         return
+    # The relay has the mails: recording that must outlast a database restart, or they would be sent again.
+    retrying(f"outbox {rows[0].outbox_id}…", lambda: _record_sent(app, rows))
+    for row in rows:
+        metrics.reply_sent(app, row.outbox_id, row.purpose, row.ticket_id, row.ticket_created_at)
+
+
+def _record_sent(app: App, rows: list[Claimed]) -> None:
     now = utcnow()
     with app.db.session(priority=True) as session:
         session.execute(update(Outbox).where(Outbox.id.in_([row.outbox_id for row in rows]))
@@ -74,8 +89,6 @@ def _mark_sent(app: App, rows: list[Claimed]) -> None:
                               "attempts": row.attempts}} for row in rows if row.ticket_id]
         if events:
             session.execute(insert(TicketEvent), events)
-    for row in rows:
-        metrics.reply_sent(app, row.outbox_id, row.purpose, row.ticket_id, row.ticket_created_at)
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,8 @@ def _claim(app: App, outbox_ids: list[int]) -> tuple[list[Claimed], list[Deliver
                                        row.ticket_id, row.purpose, row.message_id, row.created_at))
         if claimed:
             session.execute(update(Outbox).where(Outbox.id.in_([c.outbox_id for c in claimed]))
-                            .values(status="sending", claimed_at=now, attempts=Outbox.attempts + 1))
+                            .values(status="sending", claimed_at=now, claimed_by=lease.process_id(),
+                                    attempts=Outbox.attempts + 1))
     return claimed, deliveries
 
 
@@ -132,6 +146,7 @@ def _record_failure(app: App, outbox_id: int, attempts: int, exc: SendError) -> 
                                                 "error": str(exc), "attempts": attempts}))
         else:
             row.status, row.next_attempt_at = "pending", utcnow() + delay
-        metrics.reply_not_sent(row.purpose, give_up)
+        purpose = row.purpose
+    metrics.reply_not_sent(purpose, give_up)  # after the commit: a retried write counts once
     log.warning("outbox %s: %s (%s)", outbox_id, exc, "giving up" if give_up else f"retry in {delay}")
     return Delivery(outbox_id, "failed") if give_up else Delivery(outbox_id, "retry", delay)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from mailer import metrics
@@ -31,6 +31,7 @@ from mailer.db import Account, Outbox, RawMessage, Ticket, TicketEvent, TicketMe
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
 from mailer.prepare import Prepared, prepare, redact_mail
 from mailer.spam import hold_spam
+from mailer.transient import is_transient
 from mailer.work import (
     Stage,
     Work,
@@ -313,9 +314,6 @@ STAGES: tuple[tuple[str, Stage], ...] = (
 )
 
 
-TRANSIENT = (OperationalError,)
-
-
 class StageFailed(Exception):
     def __init__(self, stage: str, cause: BaseException) -> None:
         super().__init__(f"{stage}: {type(cause).__name__}: {cause}")
@@ -375,7 +373,7 @@ def _write_batch(app: App, raw_ids: list[int], prepared: dict[int, Prepared], *,
                     raise _Redo from None
                 collided.append(raw_id)  # another worker recorded the same Message-ID meanwhile
             except StageFailed as failure:
-                if isinstance(failure.cause, TRANSIENT):
+                if is_transient(failure.cause):
                     raise failure.cause from None
                 if not careful:
                     raise _Redo from None
