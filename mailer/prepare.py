@@ -61,10 +61,11 @@ def _prepare_chunk(raws: Sequence[bytes], drop: bool) -> list[Prepared | None]:
 
 
 class PreparePool:
-    """Worker processes for `prepare`; started on first use, one per core by default."""
+    """Worker processes for `prepare`; one per core but the one the writing process keeps busy by default
+    (each loads the parsers and language models: about 200 MB)."""
 
     def __init__(self, processes: int | None = None) -> None:
-        self.processes = processes or os.cpu_count() or 1
+        self.processes = processes or max((os.cpu_count() or 1) - 1, 1)
         self._executor: ProcessPoolExecutor | None = None
 
     def start(self) -> PreparePool:
