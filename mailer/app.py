@@ -14,6 +14,7 @@ from mailer.crypto import Sealer
 from mailer.db import Database, Ticket
 from mailer.dkim import DkimSigner
 from mailer.links import Links
+from mailer.prepare import BatchOrder, PreparePool
 from mailer.smtp import SmtpClient
 from mailer.store import ContentStore
 from routing.help import HelpIndex
@@ -26,6 +27,7 @@ from templates import Renderer
 class App:
     config: Config
     db: Database
+    cpu: PreparePool | None = None  # worker processes for parsing and redaction (the embedded daemon's)
 
     @classmethod
     def from_config(cls, config: Config) -> App:
@@ -44,6 +46,10 @@ class App:
         """The policy for the ticket's queue and priority, and the calendar it counts in."""
         policy = self.config.sla.policy_for(ticket.queue, ticket.priority)
         return self.calendars[policy.calendar], policy
+
+    @cached_property
+    def batch_order(self) -> BatchOrder:
+        return BatchOrder()
 
     @cached_property
     def router(self) -> Router:
@@ -100,6 +106,8 @@ class App:
         return path.read_text().strip().encode()
 
     def close(self) -> None:
+        if self.cpu is not None:
+            self.cpu.close()
         if "smtp" in self.__dict__:
             self.smtp.close()
         self.db.dispose()

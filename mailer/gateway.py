@@ -17,6 +17,7 @@ from mailer.work import (
     common_context,
     event,
     first_from,
+    flush_events,
     need,
     pause_clock,
     recompute_clock,
@@ -144,6 +145,8 @@ def _relay(work: Work, ticket: Ticket, text: str, sender: str, message: TicketMe
                          key=f"reply:{work.raw.message_id}", to_address=ticket.customer_email,
                          replying_to=last or message, context=context, auto_submitted=None, attachments=files)
     work.outbox.append(row)
+    flush_events(work.session)  # earlier mails of this batch may have answered it too
+    work.session.expire(ticket, ["events"])
     earlier = [e.actor for e in ticket.events if e.kind == "answered" and e.actor != sender]
     event(work, ticket, "answered", actor=sender, message_id=row.message_id, files=len(files))
     if ticket.first_responded_at is None:
