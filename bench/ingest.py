@@ -2,6 +2,7 @@
 
     python bench/ingest.py [--mails 2000] [--database sqlite|postgres] [--threads 4] [--count]
     python bench/ingest.py --database postgres --broker redis --workers N   # N = 0: the intake alone
+    python bench/ingest.py --observe both   # the cost of the [http] endpoint and JSON logs, in one run
 
 Appends N customer mails of 5–50 KB (a fifth with a screenshot) to a real IMAP server (Dovecot when
 installed and run as root, else the embedded pymap server). Then, in the same run and over the same
@@ -22,6 +23,7 @@ import argparse
 import os
 import random
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -73,29 +75,62 @@ def main() -> int:
     parser.add_argument("--broker", choices=["embedded", "redis"], default="embedded")
     parser.add_argument("--workers", type=int, default=None, help="`supportd worker` processes (redis broker)")
     parser.add_argument("--count", action="store_true", help="count SQL statements and commits per mail")
+    parser.add_argument("--observe", choices=["off", "on", "both"], default="off",
+                        help="on: the [http] endpoint served and one JSON log line per mail (INFO); "
+                             "both: a run without, then one with, each over its own mailbox and database")
     args = parser.parse_args()
     if args.broker == "redis" and args.workers is None:
         parser.error("--broker redis needs --workers N")
+    if args.broker == "redis" and args.observe != "off":
+        parser.error("--observe is for the embedded daemon (worker processes would share the endpoint's port)")
 
-    workdir = Path(tempfile.mkdtemp(prefix="supportd-bench-"))
     backend = (Dovecot() if dovecot_available() else Pymap()).start()
     sink = SmtpSink().start()
+    try:
+        modes = {"off": [False], "on": [True], "both": [False, True]}[args.observe]
+        figures = []
+        for observe in modes:
+            if len(modes) > 1:
+                print(f"--- {'with' if observe else 'without'} the [http] endpoint and JSON logs (INFO) ---")
+            result = _one_run(args, backend, sink, observe)
+            if result is None:
+                return 1
+            figures.append(result)
+        if len(figures) == 2:
+            (off_ratio, off_cpu), (on_ratio, on_cpu) = figures
+            print(f"metrics endpoint + JSON logs: CPU per mail {off_cpu * 1000:.2f} → {on_cpu * 1000:.2f} ms "
+                  f"({(on_cpu - off_cpu) * 1000:+.2f} ms, {(on_cpu / off_cpu - 1) * 100:+.0f} %); "
+                  f"× floor time {off_ratio:.1f} → {on_ratio:.1f}")
+        return 0
+    finally:
+        sink.stop()
+        backend.stop()
+
+
+def _one_run(args: argparse.Namespace, backend: Dovecot | Pymap, sink: SmtpSink,
+             observe: bool) -> tuple[float, float] | None:
+    """One mailbox, one database, one daemon run; returns (× the floor's time, CPU seconds per mail)."""
+    workdir = Path(tempfile.mkdtemp(prefix="supportd-bench-"))
     mailbox = backend.new_mailbox()
+    delivered_before = len(sink.delivered)
     try:
         db_url = _database(args.database, workdir)
         broker: dict[str, object] = {"worker_threads": args.threads}
         if args.broker == "redis":
-            broker = {"url": "redis://127.0.0.1:6379/0", "namespace": f"supportd-bench-{os.getpid()}",
+            broker = {"url": "redis://127.0.0.1:6379/0", "namespace": f"supportd-bench-{os.getpid()}-{observe}",
                       "worker_threads": 0}
-        config_path = workdir / "supportd.toml"
-        config_path.write_text(tomli_w.dumps({
+        settings: dict[str, object] = {
             "mailboxes": [{"name": "bench", "url": mailbox.url(), "batch_size": 200}],
             "smtp": {"url": sink.url, "from_address": "support@desk.example"},
             "database": {"url": db_url},
             "broker": broker,
             "desk": {"once_timeout": 1800},
             "paths": {"storage": str(workdir / "data")},
-        }))
+        }
+        if observe:
+            settings["http"] = {"listen": f"127.0.0.1:{_free_port()}"}
+        config_path = workdir / "supportd.toml"
+        config_path.write_text(tomli_w.dumps(settings))
         migrate.upgrade(db_url)
         db = Database(db_url)
         accounts = workdir / "accounts.csv"
@@ -124,20 +159,21 @@ def main() -> int:
         counts = workdir / "counts.txt"
         children_cpu = _children_cpu()
         run_started = datetime.now(UTC)
+        logging = ["--log-level", "INFO", "--log-format", "json"] if observe else ["--log-level", "WARNING"]
         if args.broker == "redis":
-            elapsed, peak_rss_mb = _run_scaled(args, config_path, db, counts)
+            elapsed, peak_rss_mb = _run_scaled(args, config_path, db, counts, logging)
         else:
-            elapsed, peak_rss_mb = _run_daemon(args, config_path, counts, extra=[])
+            elapsed, peak_rss_mb = _run_daemon(args, config_path, counts, logging, extra=[])
         if elapsed is None:
-            return 1
+            return None
         cpu = (_children_cpu() - children_cpu) / args.mails
         print(f"database: {args.database}; broker: {_broker_text(args)}; load average {os.getloadavg()[0]:.1f}")
         print(f"supportd: {args.mails} mails in {elapsed:.2f}s = {args.mails / elapsed:.0f} mails/s "
               f"(start-up included) = {elapsed / floor:.1f}× the floor's time; CPU of all its processes "
               f"{cpu * 1000:.2f} ms per mail = {cpu * args.mails / floor_cpu:.1f}× the floor's CPU")
         if args.broker == "redis" and args.workers == 0:
-            return 0
-        _report_ledger(db, args.mails, run_started, len(sink.delivered))
+            return elapsed / floor, cpu
+        _report_ledger(db, args.mails, run_started, len(sink.delivered) - delivered_before)
         if args.count and counts.exists():
             statements, commits = (sum(int(line.split()[i]) for line in counts.read_text().splitlines())
                                    for i in (0, 1))
@@ -145,11 +181,15 @@ def main() -> int:
                   f"statements, {commits / args.mails:.3f} commits")
         print(f"daemon peak RSS: {peak_rss_mb:.0f} MB")
         db.dispose()
-        return 0
+        return elapsed / floor, cpu
     finally:
         mailbox.close()
-        sink.stop()
-        backend.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _supportd(args: argparse.Namespace, counts: Path) -> list[str]:
@@ -159,10 +199,10 @@ def _supportd(args: argparse.Namespace, counts: Path) -> list[str]:
     return [*prefix, sys.executable, "-m", "mailer"]
 
 
-def _run_daemon(args: argparse.Namespace, config_path: Path, counts: Path,
+def _run_daemon(args: argparse.Namespace, config_path: Path, counts: Path, logging: list[str],
                 extra: list[str]) -> tuple[float | None, float]:
     started = time.perf_counter()
-    result = subprocess.run([*_supportd(args, counts), "--log-level", "WARNING", "run", "--config", str(config_path),
+    result = subprocess.run([*_supportd(args, counts), *logging, "run", "--config", str(config_path),
                              "--once", *extra], capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -173,15 +213,15 @@ def _run_daemon(args: argparse.Namespace, config_path: Path, counts: Path,
 
 
 def _run_scaled(args: argparse.Namespace, config_path: Path, db: Database,
-                counts: Path) -> tuple[float | None, float]:
+                counts: Path, logging: list[str]) -> tuple[float | None, float]:
     """One intake (`run --once`, no worker threads) plus N `supportd worker` processes."""
-    command = [*_supportd(args, counts), "--log-level", "WARNING"]
+    command = [*_supportd(args, counts), *logging]
     workers = [subprocess.Popen([*command, "worker", "--config", str(config_path), "--threads", str(args.threads)])
                for _ in range(args.workers)]
     try:
         if args.workers == 0:
             return _intake_alone(command, config_path, db, args.mails)
-        return _run_daemon(args, config_path, counts, extra=[])
+        return _run_daemon(args, config_path, counts, logging, extra=[])
     finally:
         for worker in workers:
             worker.terminate()
