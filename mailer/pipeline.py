@@ -21,7 +21,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
@@ -466,8 +466,11 @@ def _new_ticket(work: Work) -> Ticket:
     return ticket
 
 
+_ACCOUNT_BY_EMAIL = select(Account).where(Account.email == bindparam("address", type_=Account.email.type))  # built once
+
+
 def _find_account(session: Session, address: str) -> AccountRef | None:
-    account = session.scalar(select(Account).where(Account.email == address))
+    account = session.scalar(_ACCOUNT_BY_EMAIL, {"address": address})
     if account is None:
         return None
     return AccountRef(account.id, account.email, account.user_id, account.language, account.display_name,

@@ -18,12 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from parsing.identifiers import extract_identifiers
+from parsing.language import load_models
 from parsing.message import ParsedMail, parse, without_body
 from parsing.normalize import content_hash
 from parsing.secrets import redact
 
-# Below this many mails a batch is parsed in place: shipping it to another process costs more than it saves.
-POOL_MIN_BATCH = 8
 ORDER_WAIT = 30.0  # seconds a batch waits at most for earlier ones to write first
 
 
@@ -62,7 +61,10 @@ def _prepare_chunk(raws: Sequence[bytes], drop: bool) -> list[Prepared | None]:
 
 class PreparePool:
     """Worker processes for `prepare`; one per core but the one the writing process keeps busy by default
-    (each loads the parsers and language models: about 200 MB)."""
+    (each loads the parsers and language models: about 200 MB).
+
+    Every batch goes to the pool, however small (shipping one mail costs about a millisecond): the writing
+    process then never detects a language, so it never loads the models and keeps their memory free."""
 
     def __init__(self, processes: int | None = None) -> None:
         self.processes = processes or max((os.cpu_count() or 1) - 1, 1)
@@ -78,12 +80,13 @@ class PreparePool:
     def _started(self) -> ProcessPoolExecutor:
         if self._executor is None:
             # spawn, not fork: the daemon has threads (and locks) that a forked child would inherit mid-use.
-            self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+            self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=load_models)
         return self._executor
 
     def prepare_many(self, raws: list[bytes], drop: bool) -> list[Prepared | None]:
-        if len(raws) < POOL_MIN_BATCH:
-            return _prepare_chunk(raws, drop)
+        if not raws:
+            return []
         executor = self._started()
         size = -(-len(raws) // self.processes)
         chunks = [raws[i:i + size] for i in range(0, len(raws), size)]

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import and_, func, insert, or_, select, true
+from sqlalchemy import and_, bindparam, func, insert, or_, select, true
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 
 from mailer.app import App
 from mailer.compose import schedule_reply
@@ -136,13 +137,25 @@ def automatic_replies_today(work: Work, address: str) -> int:
     return _earlier_replies(work, "", address)[1]
 
 
+def _earlier_replies_query() -> Select[tuple[bool, bool]]:
+    """Built once: building and keying the statement for every mail cost more than running it. The purposes
+    are bound one by one (an IN list would be re-rendered at every execution)."""
+    key = bindparam("key", type_=Outbox.idempotency_key.type)
+    address = bindparam("address", type_=Outbox.to_address.type)
+    since = bindparam("since", type_=Outbox.created_at.type)
+    today = and_(Outbox.to_address == address, or_(*(Outbox.purpose == purpose for purpose in AUTOMATIC_PURPOSES)),
+                 Outbox.created_at >= since)
+    return select(Outbox.idempotency_key == key, today).where(or_(Outbox.idempotency_key == key, today))
+
+
+_EARLIER_REPLIES = _earlier_replies_query()
+
+
 def _earlier_replies(work: Work, key: str, address: str) -> tuple[bool, int]:
     """In one query: whether a row with this idempotency key exists, and the automatic mails to `address`
     in the last 24 hours."""
     since = work.raw.received_at - timedelta(hours=24)
-    today = and_(Outbox.to_address == address, Outbox.purpose.in_(AUTOMATIC_PURPOSES), Outbox.created_at >= since)
-    rows = work.session.execute(select(Outbox.idempotency_key == key, today).where(
-        or_(Outbox.idempotency_key == key, today))).all()
+    rows = work.session.execute(_EARLIER_REPLIES, {"key": key, "address": address, "since": since}).all()
     return any(same_key for same_key, _ in rows), sum(1 for _, counted in rows if counted)
 
 

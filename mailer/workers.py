@@ -119,7 +119,8 @@ class Workers:
 
     def start(self, threads: int) -> None:
         if threads > 0 and self._worker is None:
-            load_models()
+            if self.app.cpu is None:  # with a parsing pool, its processes detect languages, not this one
+                load_models()
             self._worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
             self._worker.start()
 

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from mailer.db import RawMessage, Ticket, TicketMessage
@@ -47,18 +47,27 @@ class ThreadMatch:
 FINISHED = ("done", "duplicate", "automatic", "bounce")
 
 
+# The per-mail look-ups, built once (building and keying a statement for every mail cost more than running it).
+_MESSAGE_ID = bindparam("message_id", type_=TicketMessage.message_id.type)
+_RECORDED = select(TicketMessage.id).where(TicketMessage.message_id == _MESSAGE_ID)
+# One query, by Message-ID or hash alone (both indexed): with a status condition too, SQLite may walk
+# the large status index.
+_SEEN = select(RawMessage.id, RawMessage.status, RawMessage.message_id == _MESSAGE_ID).where(
+    or_(RawMessage.message_id == _MESSAGE_ID, RawMessage.sha256 == bindparam("sha256", type_=RawMessage.sha256.type)))
+_OPEN_TICKETS_OF = select(Ticket).where(
+    Ticket.customer_email == bindparam("customer", type_=Ticket.customer_email.type), Ticket.status != "closed",
+    Ticket.created_at >= bindparam("since", type_=Ticket.created_at.type)).order_by(Ticket.id.desc()).limit(50)
+
+
 def find_exact_duplicate(session: Session, mail: ParsedMail, raw_id: int) -> str | None:
     """A reason if this mail was already recorded, else None.
 
     Mail that opened no ticket (an auto-reply, a bounce) counts too: fetched again after a UIDVALIDITY
     change or from a second mailbox, it must not be handled twice.
     """
-    if session.scalar(select(TicketMessage.id).where(TicketMessage.message_id == mail.message_id)):
+    if session.scalar(_RECORDED, {"message_id": mail.message_id}):
         return f"Message-ID {mail.message_id} already recorded"
-    # One query, by Message-ID or hash alone (both indexed): with a status condition too, SQLite may walk
-    # the large status index.
-    seen = session.execute(select(RawMessage.id, RawMessage.status, RawMessage.message_id == mail.message_id)
-                           .where(or_(RawMessage.message_id == mail.message_id, RawMessage.sha256 == mail.sha256)))
+    seen = session.execute(_SEEN, {"message_id": mail.message_id, "sha256": mail.sha256})
     finished = [same_id for other, status, same_id in seen if other != raw_id and status in FINISHED]
     if any(finished):
         return f"Message-ID {mail.message_id} already handled"
@@ -95,9 +104,7 @@ def find_repeat(session: Session, mail: ParsedMail, customer: str | None, verifi
     """The customer's open ticket this mail repeats, if any; verified and unverified mail never mix."""
     if not customer:
         return None
-    candidates = session.scalars(select(Ticket).where(
-        Ticket.customer_email == customer, Ticket.status != "closed", Ticket.created_at >= now - window,
-    ).order_by(Ticket.id.desc()).limit(50))
+    candidates = session.scalars(_OPEN_TICKETS_OF, {"customer": customer, "since": now - window})
     keys = problem_keys(mail.identifiers.to_json())
     mine = shingles(normalized_content(mail.subject, mail.new_text))
     best: tuple[float, ThreadMatch] | None = None
