@@ -123,6 +123,9 @@ class Ticket(Base):
     # The resolution clock: stopped while paused (waiting on the customer, or closed), in business time.
     paused_at: Mapped[datetime | None]
     paused_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    # The earliest SLA alert not yet sent (mailer.escalate keeps it); the periodic check reads this index
+    # only. A row written without it is looked at by the next check, which stores the real value.
+    next_alert_at: Mapped[datetime | None] = mapped_column(default=utcnow, index=True)
 
     messages: Mapped[list[TicketMessage]] = relationship(back_populates="ticket", order_by="TicketMessage.id")
     events: Mapped[list[TicketEvent]] = relationship(back_populates="ticket", order_by="TicketEvent.id")

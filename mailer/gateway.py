@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from mailer.compose import OutgoingFile, schedule_reply
 from mailer.db import Account, Ticket, TicketMessage, utcnow
+from mailer.escalate import reschedule_alerts
 from mailer.work import (
     Work,
     common_context,
@@ -143,6 +144,7 @@ def _relay(work: Work, ticket: Ticket, text: str, sender: str, message: TicketMe
     if ticket.first_responded_at is None:
         ticket.first_responded_at = utcnow()
         event(work, ticket, "first_response", actor=sender)
+        reschedule_alerts(work.app, work.session, ticket)  # the first-response alerts are off
     if ticket.status == "closed":
         ticket.status, ticket.closed_at = "open", None
         resume_clock(work, ticket, "answered after closing")

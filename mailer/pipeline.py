@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from mailer.app import App
 from mailer.db import Account, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.escalate import reschedule_alerts
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
 from mailer.work import (
     Stage,
@@ -378,7 +379,9 @@ def _new_ticket(work: Work) -> Ticket:
         account_id=account.id if account else None, verified=verification.status,
         language=(account.language if account and account.language in ("en", "zh") else mail.language),
         subject=mail.subject[:2000], identifiers=mail.identifiers.to_json(), created_at=arrived, updated_at=arrived,
-        first_response_due=due.first_response, resolution_due=due.resolution, sla_calendar=policy.calendar)
+        first_response_due=due.first_response, resolution_due=due.resolution, sla_calendar=policy.calendar,
+        paused_seconds=0)
+    reschedule_alerts(app, work.session, ticket, sent=())
     work.session.add(ticket)
     work.session.flush()  # the ticket number is needed for the reply and the events
     event(work, ticket, "created", message_id=mail.message_id, mailbox=work.raw.mailbox)
