@@ -69,6 +69,9 @@ def cmd_accounts_import(args: argparse.Namespace) -> int:
     from mailer.accounts import ImportError_, import_accounts, terminal_progress
 
     app = _app(args)
+    if app.config.accounts.source != "table":
+        print(f'{app.config.source}: accounts.source: is "{app.config.accounts.source}": verification reads the '
+              "live directory, not the table this import fills", file=sys.stderr)
     progress = terminal_progress(sys.stderr) if sys.stderr.isatty() else None
     try:
         report = import_accounts(app.db, Path(args.file), progress=progress)

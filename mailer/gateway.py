@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from mailer.compose import OutgoingFile, schedule_reply
-from mailer.db import Account, Ticket, TicketMessage, utcnow
+from mailer.db import Ticket, TicketMessage, utcnow
 from mailer.escalate import reschedule_alerts
 from mailer.work import (
     Work,
@@ -129,7 +129,7 @@ def _relay(work: Work, ticket: Ticket, text: str, sender: str, message: TicketMe
     last = work.session.scalar(select(TicketMessage).where(
         TicketMessage.ticket_id == ticket.id, TicketMessage.direction == "in",
         TicketMessage.kind.in_(("customer", "repeat"))).order_by(TicketMessage.id.desc()).limit(1))
-    account = work.session.get(Account, ticket.account_id) if ticket.account_id else None
+    account = work.app.directory.find(ticket.customer_email, work.session) if ticket.verified == "verified" else None
     files = tuple(OutgoingFile(a.filename, a.content_type, work.app.store.get(a.sha256))
                   for a in message.attachments if a.refused_reason is None)
     context = {**common_context(work), "text": text,

@@ -24,7 +24,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailer.app import App
-from mailer.db import Account, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.db import Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.directory import DirectoryUnavailable
 from mailer.escalate import reschedule_alerts
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
 from mailer.work import (
@@ -111,7 +112,8 @@ def skip_exact_duplicate(work: Work) -> bool:
 
 
 def verify(work: Work) -> bool:
-    work.verification = verify_sender(need(work.mail, "parse"), lambda address: _find_account(work.session, address))
+    directory, session = work.app.directory, work.session
+    work.verification = verify_sender(need(work.mail, "parse"), lambda address: directory.find(address, session))
     return True
 
 
@@ -292,7 +294,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
 )
 
 
-TRANSIENT = (OperationalError,)
+TRANSIENT = (OperationalError, DirectoryUnavailable)
 
 
 class StageFailed(Exception):
@@ -392,10 +394,3 @@ def _new_ticket(work: Work) -> Ticket:
            first_response_due=due.first_response.isoformat(), resolution_due=due.resolution.isoformat())
     return ticket
 
-
-def _find_account(session: Session, address: str) -> AccountRef | None:
-    account = session.scalar(select(Account).where(Account.email == address))
-    if account is None:
-        return None
-    return AccountRef(account.id, account.email, account.user_id, account.language, account.display_name,
-                      account.anti_phishing_code)

@@ -19,7 +19,7 @@ VERIFIED, UNREGISTERED, MISMATCH, SPOOFED = "verified", "unregistered", "mismatc
 
 @dataclass(frozen=True)
 class AccountRef:
-    id: int
+    id: int | None  # the imported accounts row; None when the account comes from a live directory
     email: str
     user_id: str
     language: str
@@ -65,7 +65,8 @@ def verify_sender(mail: ParsedMail, find_account: Callable[[str], AccountRef | N
     conflicts = _conflicting_headers(mail, address)
     if conflicts:
         return Verification(MISMATCH, address, account, evidence={"reason": "headers point elsewhere", **conflicts})
-    return Verification(VERIFIED, address, account, evidence={"reason": "From matches the registered address"})
+    return Verification(VERIFIED, address, account, evidence={"reason": "From matches the registered address",
+                                                              "user_id": account.user_id})
 
 
 def _conflicting_headers(mail: ParsedMail, address: str) -> dict[str, str]:
