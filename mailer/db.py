@@ -124,7 +124,8 @@ class Ticket(Base):
     paused_at: Mapped[datetime | None]
     paused_seconds: Mapped[int] = mapped_column(Integer, default=0)
     # The earliest SLA alert not yet sent (mailer.escalate keeps it); the periodic check reads this index
-    # only. A row written without it is looked at by the next check, which stores the real value.
+    # only. A row inserted without it (or with None: inserts fill the default) is looked at by the next
+    # check, which stores the real value; NULL, written by an update, means no alert is left.
     next_alert_at: Mapped[datetime | None] = mapped_column(default=utcnow, index=True)
 
     messages: Mapped[list[TicketMessage]] = relationship(back_populates="ticket", order_by="TicketMessage.id")
