@@ -80,6 +80,8 @@ def import_accounts(db: Database, path: Path, *, batch_size: int = BATCH,
         if progress is not None:
             progress(report, share)
     report.seconds = time.monotonic() - started
+    if progress is not None:
+        progress(report, 1.0)  # the rows after the last batch (skipped ones) are counted too
     return report
 
 
