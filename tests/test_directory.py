@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from email import message_from_bytes, policy
@@ -12,9 +13,9 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
-from mailer.config import ConfigError, config_from_dict
+from mailer.config import AccountsConfig, ConfigError, config_from_dict
 from mailer.db import RawMessage, Ticket
-from mailer.directory import TtlCache
+from mailer.directory import DirectoryUnavailable, SqlDirectory, TtlCache
 from mailer.embedded import SmtpSink
 from mailer.samples import text_mail
 from tests.conftest import PG_HOST, ConfigFactory, open_db, prepared_app, reachable, service_missing
@@ -148,3 +149,16 @@ def test_live_directory_of_a_million_users_through_the_pipeline(
 
     # Two mails from the registered user and one stranger: the cache answered the second look-up.
     assert len(directory_queries) == 2
+
+
+@pytest.mark.postgres
+def test_a_slow_replica_is_a_transient_error_not_an_answer(pg_url: str) -> None:
+    config = AccountsConfig(source="sql", url=pg_url, timeout=0.3, query=(
+        "SELECT 'slow@example.com' AS email, '1' AS user_id FROM pg_sleep(2) WHERE :email <> ''"))
+    directory = SqlDirectory(config)
+    started = time.monotonic()
+    with pytest.raises(DirectoryUnavailable, match="statement timeout"):
+        directory.find("slow@example.com")
+    assert time.monotonic() - started < 1.5
+    assert len(directory.cache) == 0  # nothing remembered: the next mail asks again
+    directory.close()
