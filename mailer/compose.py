@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.db import Outbox, Ticket, TicketMessage, utcnow
+from mailer.dkim import DkimSigner
 from routing.autoreply import LOOP_HEADER
 from templates import Renderer, single_line
 
@@ -27,6 +28,7 @@ class Sender:
     address: str
     name: str
     loop_token: str
+    signer: DkimSigner | None = None  # None: the relay signs, or nobody does
 
     @property
     def domain(self) -> str:
@@ -124,6 +126,8 @@ def schedule_reply(session: Session, renderer: Renderer, sender: Sender, *, tick
     raw = build_mail(sender, to_address, rendered.subject, rendered.text, rendered.html, message_id=message_id,
                      in_reply_to=replying_to.message_id, references=references, auto_submitted=auto_submitted,
                      reply_to=reply_to, attachments=attachments)
+    if sender.signer is not None:  # signed now, so every attempt sends the same bytes
+        raw = sender.signer.sign(raw)
     row = Outbox(idempotency_key=key, ticket_id=ticket.id, purpose=purpose, to_address=to_address,
                  from_address=sender.address, message_id=message_id, raw=raw)
     session.add(row)

@@ -72,7 +72,7 @@ class ParsedMail:
     has_html: bool
     attachments: tuple[ParsedAttachment, ...]
     headers: dict[str, tuple[str, ...]]  # lower-case name -> decoded values, in order
-    trace: tuple[tuple[str, str], ...]  # Received and Authentication-Results, top first, in their own order
+    trace: tuple[tuple[str, str], ...]  # all header fields (lower-case name, value), top first
     defects: tuple[str, ...]
     language: str
     identifiers: Identifiers
@@ -101,6 +101,7 @@ def parse(raw: bytes) -> ParsedMail:
     message_id, derived = message_id_or_derived(message.get("Message-ID"), sha)
     subject = decode_header_value(message.get("Subject"))
     new_text = strip_quoted(body)
+    trace = tuple((name.lower(), decode_header_value(value)) for name, value in message.items())
     return ParsedMail(
         message_id=message_id,
         message_id_derived=derived,
@@ -118,9 +119,8 @@ def parse(raw: bytes) -> ParsedMail:
         new_text=new_text,
         has_html=bool(html),
         attachments=_attachments(mail),
-        headers=_headers(message),
-        trace=tuple((name.lower(), decode_header_value(value)) for name, value in message.items()
-                    if name.lower() in ("received", "authentication-results")),
+        headers=_headers(trace),
+        trace=trace,
         defects=tuple(defects),
         language=detect_language(subject, new_text),
         identifiers=extract_identifiers(subject + "\n" + new_text),
@@ -181,10 +181,10 @@ def _date(value: str | None) -> datetime | None:
     return parsed if parsed is not None and parsed.tzinfo is not None else None
 
 
-def _headers(message: Message) -> dict[str, tuple[str, ...]]:
+def _headers(trace: tuple[tuple[str, str], ...]) -> dict[str, tuple[str, ...]]:
     headers: dict[str, list[str]] = {}
-    for name, value in message.items():
-        headers.setdefault(name.lower(), []).append(decode_header_value(value))
+    for name, value in trace:
+        headers.setdefault(name, []).append(value)
     return {name: tuple(values) for name, values in headers.items()}
 
 
