@@ -117,7 +117,6 @@ class SqlDirectory:
         self.engine = directory_engine(config.url, config.timeout)
         self.query = text(config.query)
         self.cache = TtlCache(config.cache_size, clock)
-        self.queries = 0  # sent to the directory database, for `supportd` stats and tests
 
     def find(self, address: str, session: Session | None = None) -> AccountRef | None:
         cached = self.cache.get(address)
@@ -129,7 +128,6 @@ class SqlDirectory:
         return account
 
     def _query(self, address: str) -> AccountRef | None:
-        self.queries += 1
         try:
             with self.engine.connect() as connection:
                 result = connection.execute(self.query, {PARAMETER: address})
