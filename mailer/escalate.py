@@ -18,6 +18,7 @@ import holidays
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailer import metrics
 from mailer.app import App
 from mailer.compose import schedule_reply
 from mailer.db import Setting, Ticket, TicketEvent, TicketMessage
@@ -116,6 +117,7 @@ def _raise(app: App, session: Session, ticket: Ticket, alert: Alert, now: dateti
         previous, ticket.priority = ticket.priority, PRIORITY_AFTER_BREACH[ticket.priority]
         detail.update(priority=ticket.priority, previous_priority=previous)
     session.add(TicketEvent(ticket=ticket, kind=f"sla_{alert.kind}", at=now, detail=detail))
+    metrics.sla_alert(alert.kind, alert.clock, ticket.queue)
     lead = app.config.queues[ticket.queue].lead
     last = session.scalar(select(TicketMessage).where(TicketMessage.ticket_id == ticket.id)
                           .order_by(TicketMessage.id.desc()).limit(1))
