@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from mailer import cli_ops, logs, safety
+from mailer.cli_retention import register as register_retention_commands
 from mailer.cli_spam import register as register_spam_commands
 from mailer.config import Config, ConfigError, load_config
 
@@ -297,7 +298,7 @@ def cmd_storage_rotate(args: argparse.Namespace) -> int:
         raise UserError(f"{app.config.source}: encryption.keys_env: not configured; nothing to rotate to")
     rows = files = 0
     with app.db.reading() as session:
-        ids = list(session.scalars(select(RawMessage.id).order_by(RawMessage.id)))
+        ids = list(session.scalars(select(RawMessage.id).where(RawMessage.purged_at.is_(None)).order_by(RawMessage.id)))
     with Progress("raw mails re-encrypted", len(ids)) as shown:
         for start in range(0, len(ids), 200):
             with app.db.session() as session:
@@ -417,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("ids", nargs="*", type=int)
     retry.add_argument("--all", action="store_true")
     register_spam_commands(sub, command, _app)
+    register_retention_commands(sub, command, _app)
     return parser
 
 
