@@ -84,6 +84,8 @@ class BrokerConfig:
     url: str = "embedded"
     worker_threads: int = 4
     namespace: str = "supportd"
+    # How often the ledger is compared with the broker; work is re-sent after twice this unfinished.
+    reconcile_interval: float = 30.0
 
     @property
     def embedded(self) -> bool:
@@ -422,7 +424,8 @@ def _broker(section: _Section) -> BrokerConfig:
     if url != "embedded" and urlsplit(url).scheme not in ("redis", "rediss", "amqp", "amqps"):
         raise section.fail("url", f'must be "embedded", redis://… or amqp://…; got {url!r}')
     broker = BrokerConfig(url=url, worker_threads=section.int("worker_threads", 4, minimum=0),
-                          namespace=section.str("namespace", "supportd"))
+                          namespace=section.str("namespace", "supportd"),
+                          reconcile_interval=section.number("reconcile_interval", 30.0, minimum=0.5))
     section.done()
     return broker
 

@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from mailer.db import Account, Database
+from mailer.transient import ServiceUnavailable
 from routing.verify import AccountRef, normalize_address
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ PARAMETER = "email"
 COLUMNS = ("email", "user_id", "language", "display_name", "anti_phishing_code")
 
 
-class DirectoryUnavailable(Exception):
+class DirectoryUnavailable(ServiceUnavailable):
     """The live directory did not answer (down, slow, refused the query): retry the mail later."""
 
 

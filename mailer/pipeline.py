@@ -20,16 +20,16 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer import metrics
 from mailer.app import App
 from mailer.db import Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
-from mailer.directory import DirectoryUnavailable
 from mailer.escalate import reschedule_alerts
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
 from mailer.spam import hold_spam
+from mailer.transient import is_transient
 from mailer.work import (
     Stage,
     Work,
@@ -315,9 +315,6 @@ STAGES: tuple[tuple[str, Stage], ...] = (
 )
 
 
-TRANSIENT = (OperationalError, DirectoryUnavailable)
-
-
 class StageFailed(Exception):
     def __init__(self, stage: str, cause: BaseException) -> None:
         super().__init__(f"{stage}: {type(cause).__name__}: {cause}")
@@ -348,7 +345,7 @@ def process(app: App, raw_ids: list[int]) -> list[Result]:
             except IntegrityError:
                 collided.append(raw_id)  # another worker recorded the same Message-ID meanwhile
             except StageFailed as failure:
-                if isinstance(failure.cause, TRANSIENT):
+                if is_transient(failure.cause):
                     raise failure.cause from None
                 _quarantine(session, raw_id, failure.stage, failure.cause)
                 results.append(Result(raw_id, "quarantined"))
