@@ -1,7 +1,9 @@
 """The account directory's own table, loaded from a CSV export: streamed in batches, flat memory.
 
 Columns: email, user_id, language, display_name, and optionally anti_phishing_code. Addresses are
-normalized on the way in (routing.verify.normalize_address), so look-ups are exact matches.
+normalized on the way in (routing.verify.normalize_address), so look-ups are exact matches. The language
+is a BCP 47 tag (zh-TW, zh_Hant, pt-BR, EN …) stored as the shipped tag it means (zh-Hant, pt, en); left
+empty, the mail's own language decides.
 
 An exchange exports tens of millions of accounts, so nothing holds the file: rows are read, checked and
 written a batch at a time (one bulk upsert and one commit per batch: new rows inserted, changed rows
@@ -26,12 +28,12 @@ from sqlalchemy import Connection, String, any_, bindparam, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.db import Account, Database
+from parsing.language import normalize_tag
 from routing.verify import normalize_address
 
 REQUIRED = ("email", "user_id")
 OPTIONAL = ("language", "display_name", "anti_phishing_code")
 FIELDS = ("user_id", "language", "display_name", "anti_phishing_code")
-LANGUAGES = ("en", "zh")
 BATCH = 2000
 # Column widths of the accounts table: PostgreSQL refuses a longer value, and with it the whole batch.
 MAX_LENGTH = {"email": 320, "user_id": 64, "display_name": 200, "anti_phishing_code": 64}
@@ -130,9 +132,9 @@ def _check(row: dict[str, str]) -> tuple[dict[str, Any], str | None]:
         return row, "not an email address"
     if not row.get("user_id"):
         return row, "user_id is empty"
-    language = row.get("language") or "en"
-    if language not in LANGUAGES:
-        return row, "language is not en or zh"
+    language = normalize_tag(row["language"]) if row.get("language") else ""
+    if language is None:
+        return row, "language is not one the desk answers in"
     clean = {"email": email, "user_id": row["user_id"], "language": language,
              "display_name": row.get("display_name") or "", "anti_phishing_code": row.get("anti_phishing_code") or None}
     for name, limit in MAX_LENGTH.items():

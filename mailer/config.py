@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.config_transport import DkimConfig, TransportSecurity, dkim, transport_security
 from parsing.attachments import Limits as AttachmentLimits
+from parsing.language import SHIPPED, fallback_chain, normalize_tag
 
 DONE_ACTIONS = ("seen", "flagged", "move", "none")
 PRIORITIES = ("low", "normal", "high", "urgent")
@@ -434,12 +435,19 @@ def _queues(section: _Section) -> dict[str, QueueConfig]:
     queues: dict[str, QueueConfig] = {}
     for name in section.data:
         sub = section.table(name)
-        title = {lang: sub.str(f"title_{lang}", name) for lang in ("en", "zh")}
+        title = _titles(sub, name)
         queues[name] = QueueConfig(name=name, title=title, specialists=sub.strings("specialists"),
                                    lead=sub.str("lead"),
                                    auth_policy=sub.choice("auth_policy", ("none", "aligned", "dmarc"), "none"))
         sub.done()
     return queues
+
+
+def _titles(section: _Section, name: str) -> dict[str, str]:
+    """A queue's title in every shipped language: `title_<tag>` where given, else along the fallback chain."""
+    given = {tag: section.str(f"title_{tag}") for tag in SHIPPED}
+    given["zh-Hans"] = given["zh-Hans"] or section.str("title_zh")  # the key before there were two Chinese
+    return {tag: next((given[t] for t in fallback_chain(tag) if given.get(t)), name) for tag in SHIPPED}
 
 
 def _rule(section: _Section, queues: dict[str, QueueConfig]) -> RuleConfig:
@@ -555,6 +563,24 @@ def _attachments(section: _Section) -> AttachmentLimits:
     )
     section.done()
     return limits
+
+
+def _language(section: _Section) -> str:
+    tag = normalize_tag(section.str("language", "en"))
+    if tag is None:
+        raise section.fail("language", f"must be a language the desk answers in ({', '.join(SHIPPED)}); "
+                                       f"got {section.data.get('language')!r}")
+    return tag
+
+
+def _check_templates(directory: Path) -> None:
+    """A template that does not parse or reads a variable nobody provides would fail every such reply."""
+    from templates import check_override
+
+    errors = [p for p in check_override(directory) if p.error]
+    if errors:
+        more = f" (and {len(errors) - 1} more: supportd check-config lists them)" if len(errors) > 1 else ""
+        raise ConfigError(str(errors[0].path), errors[0].key, errors[0].reason + more)
 
 
 def _secret_env(section: _Section) -> str | None:
@@ -769,7 +795,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         retention=_retention(top.table("retention")),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,
-        default_language=desk.choice("language", ("en", "zh"), "en"),
+        default_language=_language(desk),
         desk_name=desk.str("name", "Support"),
         once_timeout=desk.number("once_timeout", 300.0, minimum=1),
         max_message_bytes=desk.int("max_message_bytes", 50 * 1024 * 1024, minimum=1024),
@@ -779,5 +805,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
     desk.done()
     if config.templates_dir and not config.templates_dir.is_dir():
         raise ConfigError(source, "paths.templates", f"no such directory: {config.templates_dir}")
+    if config.templates_dir:
+        _check_templates(config.templates_dir)
     top.done()
     return config

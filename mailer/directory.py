@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from mailer.db import Account, Database
 from mailer.transient import ServiceUnavailable
+from parsing.language import normalize_tag
 from routing.verify import AccountRef, normalize_address
 
 if TYPE_CHECKING:
@@ -155,7 +156,8 @@ def _one_account(rows: list[Mapping[str, Any]], address: str) -> AccountRef | No
             log.warning("account directory: %d users share one address; treating it as unregistered", len(users))
         return None
     row = matching[0]
-    language = str(row.get("language") or "en").lower()[:8]
+    # A tag the desk does not answer in (or none) leaves the choice to the mail's own language.
+    language = (normalize_tag(str(row["language"])) or "") if row.get("language") else ""
     return AccountRef(None, address, str(row["user_id"])[:64], language, str(row.get("display_name") or "")[:200],
                       str(row["anti_phishing_code"])[:64] if row.get("anti_phishing_code") else None)
 

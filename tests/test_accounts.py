@@ -36,17 +36,18 @@ def test_batches_insert_new_update_changed_and_leave_the_rest(db: Database, tmp_
     report = import_accounts(db, first, batch_size=10)
     assert (report.read, report.added, report.updated, report.unchanged) == (25, 25, 0, 0)
     assert stored(db)["user7@example.com"] == ("7", "en", "User 7", None)
+    assert stored(db)["user0@example.com"][1] == "en"
 
     second = tmp_path / "second.csv"
     rows = [f"user{i}@example.com,{i},en,User {i},\n" for i in range(25)]
-    rows[3] = "user3@example.com,3,zh,用户 3,CODE-3\n"  # changed
+    rows[3] = "user3@example.com,3,zh_TW,用户 3,CODE-3\n"  # changed
     rows.append("new@bücher.example,99,,,\n")  # new, IDN domain
     second.write_text(HEADER + "".join(rows))
     report = import_accounts(db, second, batch_size=7)
     assert (report.read, report.added, report.updated, report.unchanged) == (26, 1, 1, 24)
     accounts = stored(db)
-    assert accounts["user3@example.com"] == ("3", "zh", "用户 3", "CODE-3")
-    assert accounts["new@xn--bcher-kva.example"] == ("99", "en", "", None)
+    assert accounts["user3@example.com"] == ("3", "zh-Hant", "用户 3", "CODE-3")  # the tag the desk answers in
+    assert accounts["new@xn--bcher-kva.example"] == ("99", "", "", None)  # no language: the mail's decides
     assert len(accounts) == 26
 
 
@@ -55,15 +56,15 @@ def test_bad_rows_are_skipped_and_counted_not_fatal(db: Database, tmp_path: Path
     path.write_text(HEADER + "good@example.com,1,en,Good,\n"
                     "not-an-address,2,en,,\n"
                     "empty-id@example.com,,en,,\n"
-                    "lang@example.com,3,fr,,\n"
+                    "lang@example.com,3,xx-YY,,\n"
                     f"long@example.com,{'9' * 65},en,,\n"
                     "also.good@example.com,4,zh,,\n"
                     "twice@example.com,5,en,First,\n"
                     "TWICE@example.com,5,en,Second,\n")
     report = import_accounts(db, path, batch_size=3)
     assert (report.read, report.added, report.updated, report.skipped_total) == (8, 3, 1, 4)
-    assert report.skipped == {"not an email address": 1, "user_id is empty": 1, "language is not en or zh": 1,
-                              "user_id longer than 64 characters": 1}
+    assert report.skipped == {"not an email address": 1, "user_id is empty": 1,
+                              "language is not one the desk answers in": 1, "user_id longer than 64 characters": 1}
     assert report.examples[:2] == ["line 3: not an email address", "line 4: user_id is empty"]
     assert set(stored(db)) == {"good@example.com", "also.good@example.com", "twice@example.com"}
     assert stored(db)["twice@example.com"][2] == "Second"  # the later row of an address wins
