@@ -28,7 +28,7 @@ from sqlalchemy import Connection, String, any_, bindparam, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.db import Account, Database
-from parsing.language import normalize_tag
+from parsing.language import SHIPPED, normalize_tag
 from routing.verify import normalize_address
 
 REQUIRED = ("email", "user_id")
@@ -38,6 +38,7 @@ BATCH = 2000
 # Column widths of the accounts table: PostgreSQL refuses a longer value, and with it the whole batch.
 MAX_LENGTH = {"email": 320, "user_id": 64, "display_name": 200, "anti_phishing_code": 64}
 EXAMPLES_KEPT = 20
+LANGUAGE_REFUSED = "language is not one the desk answers in"
 
 
 class ImportError_(Exception):
@@ -108,7 +109,7 @@ def _batches(path: Path, report: ImportReport, size: int) -> Iterator[tuple[dict
                 row, problem = _check({k.strip(): (v or "").strip() for k, v in raw.items()
                                        if isinstance(k, str) and isinstance(v, str)})
                 if problem is not None:
-                    _skip(report, reader.line_num, problem)
+                    _skip(report, reader.line_num, problem, row)
                     continue
                 if row["email"] in batch:
                     report.updated += 1  # the file names the address twice: the later row wins
@@ -134,7 +135,7 @@ def _check(row: dict[str, str]) -> tuple[dict[str, Any], str | None]:
         return row, "user_id is empty"
     language = normalize_tag(row["language"]) if row.get("language") else ""
     if language is None:
-        return row, "language is not one the desk answers in"
+        return row, LANGUAGE_REFUSED
     clean = {"email": email, "user_id": row["user_id"], "language": language,
              "display_name": row.get("display_name") or "", "anti_phishing_code": row.get("anti_phishing_code") or None}
     for name, limit in MAX_LENGTH.items():
@@ -143,10 +144,18 @@ def _check(row: dict[str, str]) -> tuple[dict[str, Any], str | None]:
     return clean, None
 
 
-def _skip(report: ImportReport, line: int, reason: str) -> None:
+def _skip(report: ImportReport, line: int, reason: str, row: dict[str, Any]) -> None:
     report.skipped[reason] += 1
     if len(report.examples) < EXAMPLES_KEPT:
-        report.examples.append(f"line {line}: {reason}")
+        report.examples.append(f"line {line}: {_explained(reason, row)}")
+
+
+def _explained(reason: str, row: dict[str, Any]) -> str:
+    """The reason as the person fixing the file needs it: with the value and what is accepted instead."""
+    if reason == LANGUAGE_REFUSED:
+        return (f"language {row.get('language')!r} is not one the desk answers in ({', '.join(SHIPPED)}, "
+                f"or a regional tag of one such as zh-TW)")
+    return reason
 
 
 def _upsert(connection: Connection, rows: dict[str, dict[str, Any]], report: ImportReport) -> None:
