@@ -212,6 +212,16 @@ class AccountsConfig:
 
 
 @dataclass(frozen=True)
+class HelpConfig:
+    """The knowledge base suggested in acknowledgements (routing/help.py); loaded and checked at start."""
+
+    articles: tuple[Any, ...]  # routing.help.Article
+    folder: Path
+    min_score: float = 3.5
+    max_suggestions: int = 3
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     mailboxes: tuple[MailboxConfig, ...]
@@ -238,6 +248,8 @@ class Config:
     secret_env: str | None = None  # names the variable holding the ticket-address secret
     lmtp_listen: tuple[str, int] | None = None  # host and port of the LMTP listener, if any
     accounts: AccountsConfig = AccountsConfig()
+    help: HelpConfig | None = None  # without it, acknowledgements suggest no articles
+    qa_share: float = 0.0  # [qa] share: the part of each specialist's closed tickets a week the lead reviews
     http_listen: tuple[str, int] | None = None  # host and port of /metrics, /healthz, /readyz, if any
     dkim: DkimConfig | None = None  # without it, outgoing mail is not signed
     retention: RetentionConfig = RetentionConfig()
@@ -648,6 +660,8 @@ def _accounts(section: _Section) -> AccountsConfig:
                               timeout=section.number("timeout", 2.0, minimum=0.1))
     section.done()
     return accounts
+
+
 STAFF_KEYS = {"specialists", "lead"}
 
 
@@ -696,6 +710,30 @@ def _spam(section: _Section) -> SpamConfig:
                       max_unverified_replies_per_hour=section.int("max_unverified_replies_per_hour", 60, minimum=0))
     section.done()
     return spam
+
+
+def _help(section: _Section, base_dir: Path) -> HelpConfig | None:
+    from routing.help import ArticleError, load_articles
+
+    if not section.data:
+        return None
+    folder = base_dir / section.str("articles", required=True)
+    try:
+        articles = load_articles(folder)
+    except ArticleError as exc:
+        raise section.fail("articles", str(exc)) from None
+    config = HelpConfig(articles, folder, min_score=section.number("min_score", 3.5, minimum=0.01),
+                        max_suggestions=section.int("max_suggestions", 3, minimum=1))
+    section.done()
+    return config
+
+
+def _qa_share(section: _Section) -> float:
+    share = section.number("share", 0.0, minimum=0)
+    if share > 1:
+        raise section.fail("share", f"is the share of closed tickets to review, between 0 and 1; got {share}")
+    section.done()
+    return share
 
 
 def _retention(section: _Section) -> RetentionConfig:
@@ -790,6 +828,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         encryption_keys_env=_encryption(top.table("encryption")),
         lmtp_listen=_lmtp(top.table("lmtp")),
         accounts=_accounts(top.table("accounts")),
+        help=_help(top.table("help"), base_dir),
+        qa_share=_qa_share(top.table("qa")),
         http_listen=_http(top.table("http")),
         dkim=dkim(top.table("dkim"), smtp.from_address, base_dir),
         retention=_retention(top.table("retention")),
