@@ -207,6 +207,8 @@ class Outbox(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Set only while composing failed: what `supportd outbox retry` needs to compose the mail again.
+    compose: Mapped[dict[str, Any] | None]
 
 
 class Checkpoint(Base):

@@ -30,6 +30,7 @@ from mailer.config import MailboxConfig
 from mailer.crypto import Sealer
 from mailer.db import Checkpoint, Database, RawMessage, utcnow
 from parsing.message import message_id_or_derived
+from parsing.obsolete import close_spaced_header_names
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def raw_row(mailbox: str, uid: int, raw: bytes, sealer: Sealer) -> RawMessage:
     """A ledger row for mail as received: Message-ID (or one derived from the bytes), hash, sealed bytes."""
     sha = hashlib.sha256(raw).hexdigest()
     try:
-        header_value = _headers.parsebytes(raw).get("Message-ID")
+        header_value = _headers.parsebytes(close_spaced_header_names(raw)).get("Message-ID")
     except Exception:  # an unreadable header block still gets stored; parsing will record why
         header_value = None
     message_id, _ = message_id_or_derived(header_value, sha)

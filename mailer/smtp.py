@@ -2,6 +2,9 @@
 
 Errors are sorted for the outbox: a 5xx answer is permanent (the row fails), anything else (4xx,
 refused or dropped connections, time-outs) is transient and the row is tried again later.
+
+A mail to an internationalized address (RFC 6531) is sent with SMTPUTF8, and only such a mail: a
+relay that does not offer the extension cannot carry it, which is a permanent failure of that row.
 """
 
 from __future__ import annotations
@@ -60,9 +63,11 @@ class SmtpClient:
 
     def send(self, from_address: str, to_address: str, raw: bytes) -> None:
         """Deliver `raw`; returns only once the server has accepted it for the recipient."""
+        utf8 = needs_smtputf8(from_address, to_address, raw)
         for attempt in (1, 2):
             try:
-                refused = self._connection().sendmail(from_address, [to_address], raw)
+                conn = self._connection()
+                refused = conn.sendmail(from_address, [to_address], raw, mail_options=_options(conn, utf8))
             except smtplib.SMTPServerDisconnected:
                 self._drop()  # a kept connection the server closed meanwhile: one fresh try
                 if attempt == 2:
@@ -87,6 +92,22 @@ class SmtpClient:
             conns, self._all = self._all, set()
         for conn in conns:
             _quietly_close(conn)
+
+
+def needs_smtputf8(from_address: str, to_address: str, raw: bytes) -> bool:
+    """True when the envelope or the header block is not ASCII (RFC 6531): only SMTPUTF8 can carry it."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return not (from_address.isascii() and to_address.isascii() and head.isascii())
+
+
+def _options(conn: smtplib.SMTP, utf8: bool) -> list[str]:
+    if not utf8:
+        return []
+    conn.ehlo_or_helo_if_needed()
+    if not conn.has_extn("smtputf8"):
+        raise SendError("the relay does not offer SMTPUTF8, which an internationalized address needs "
+                        "(RFC 6531); the reply cannot be sent through this relay", permanent=True)
+    return ["SMTPUTF8"]
 
 
 def _quietly_close(conn: smtplib.SMTP) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer.app import App
-from mailer.compose import schedule_reply
+from mailer.compose import outbox_key, schedule_reply
 from mailer.db import Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage
 from parsing.attachments import judge
 from parsing.message import ParsedMail
@@ -89,7 +89,7 @@ def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context
     if normalize_address(to_address) is None:
         event(work, ticket, "no_reply", purpose=purpose, reason="no usable sender address")
         return
-    if work.session.scalar(select(Outbox.id).where(Outbox.idempotency_key == key)):
+    if work.session.scalar(select(Outbox.id).where(Outbox.idempotency_key == outbox_key(purpose, key))):
         event(work, ticket, "no_reply", purpose=purpose, reason="already sent")
         return
     if automatic_replies_today(work, to_address) >= work.app.config.dedup.max_auto_replies_per_day:
@@ -98,7 +98,8 @@ def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context
     row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose=purpose,
                          key=key, to_address=to_address, replying_to=need(work.message, "record"), context=context)
     work.outbox.append(row)
-    event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
+    if row.status != "failed":  # a mail that could not be composed has its mail_failed event already
+        event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
 
 
 AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning", "attachment_refused")
@@ -119,7 +120,8 @@ def event(work: Work, ticket: Ticket, kind: str, **detail: object) -> None:
 
 
 def first_from(mail: ParsedMail) -> str:
-    return mail.from_[0].address if mail.from_ else ""
+    """The first From address as written, bounded to what an address column holds."""
+    return mail.from_[0].address[:320] if mail.from_ else ""
 
 
 def need(value: T | None, stage: str) -> T:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import getaddresses
 
 import mailparser
 
@@ -24,11 +23,11 @@ from parsing.html import html_to_text
 from parsing.identifiers import Identifiers, extract_identifiers
 from parsing.language import detect_language
 from parsing.normalize import content_hash
+from parsing.obsolete import close_spaced_header_names, message_ids, parse_date
 from parsing.quotes import strip_quoted
 from parsing.report import DeliveryReport, delivery_report
 
 MAX_FILENAME = 200
-_MSGID = re.compile(r"<[^<>\s]+>")
 
 
 class UnreadableMail(Exception):
@@ -88,7 +87,7 @@ def parse(raw: bytes) -> ParsedMail:
     if not raw.strip():
         raise UnreadableMail("empty message")
     sha = hashlib.sha256(raw).hexdigest()
-    mail = mailparser.parse_from_bytes(raw)
+    mail = mailparser.parse_from_bytes(close_spaced_header_names(raw))
     message: Message = mail.message
     if not message.keys():
         raise UnreadableMail("no header could be read")
@@ -111,9 +110,9 @@ def parse(raw: bytes) -> ParsedMail:
         sender=next(iter(_addresses(message.get_all("Sender", []))), None),
         reply_to=_addresses(message.get_all("Reply-To", [])),
         to=_addresses(message.get_all("To", []) + message.get_all("Cc", [])),
-        date=_date(message.get("Date")),
-        in_reply_to=next(iter(_MSGID.findall(str(message.get("In-Reply-To", "")))), None),
-        references=tuple(_MSGID.findall(" ".join(str(v) for v in message.get_all("References", [])))),
+        date=parse_date(_text(message.get("Date"))),
+        in_reply_to=next(iter(message_ids(_text(message.get("In-Reply-To")))), None),
+        references=tuple(message_ids(" ".join(_text(v) for v in message.get_all("References", [])))),
         text=body,
         new_text=new_text,
         has_html=bool(html),
@@ -142,9 +141,9 @@ def _defects(mail: mailparser.MailParser) -> list[str]:
 
 def message_id_or_derived(value: str | None, sha: str) -> tuple[str, bool]:
     """The mail's own Message-ID, or one derived from its SHA-256 so the same bytes get the same id."""
-    match = _MSGID.search(str(value or ""))
-    if match and len(match.group()) < 990:
-        return match.group(), False
+    found = message_ids(_text(value))
+    if found:
+        return found[0], False
     return f"<{sha}@sha256.supportd.invalid>", True
 
 
@@ -173,12 +172,9 @@ def _addresses(values: list[str]) -> tuple[Address, ...]:
     return tuple(Address(name=name, address=addr) for name, addr in getaddresses(decoded) if addr)
 
 
-def _date(value: str | None) -> datetime | None:
-    try:
-        parsed = parsedate_to_datetime(str(value)) if value else None
-    except (TypeError, ValueError, IndexError):
-        return None
-    return parsed if parsed is not None and parsed.tzinfo is not None else None
+def _text(value: object) -> str:
+    """A raw header value as text: 8-bit bytes (surrogate escapes or a compat32 Header) read as UTF-8."""
+    return decode_header_value(value) if value is not None else ""  # type: ignore[arg-type]
 
 
 def _headers(message: Message) -> dict[str, tuple[str, ...]]:
