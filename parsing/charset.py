@@ -96,3 +96,48 @@ def decode_header_value(value: str | Header | None) -> str:
         else:
             out.append(decode_bytes(chunk, charset)[0])
     return "".join(out).strip()
+
+
+
+def header_text(value: str | Header | None) -> str:
+    """A header value unfolded and raw 8-bit bytes read as text, with RFC 2047 words left as written."""
+    if value is None:
+        return ""
+    if isinstance(value, Header):
+        return "".join(decode_bytes(chunk, charset)[0] if isinstance(chunk, bytes) else chunk
+                       for chunk, charset in decode_header(value)).strip()
+    return _unescape_raw(_FOLDING.sub(" ", str(value))).strip()
+
+
+# A run of encoded words; white space between adjacent words is not part of the text (RFC 2047 §6.2).
+_ENCODED_RUN = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=(?:\s+=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)*")
+
+
+def address_header_text(value: str | Header | None) -> str:
+    """An address header ready for an address parser: every encoded word decoded into a quoted string.
+
+    RFC 2047 words may stand only in display names. Decoded before the address list is parsed,
+    `=?utf-8?q?evil@x.example,?= <a@b.example>` would add an address the sender never wrote; quoted,
+    whatever a word holds stays part of a name.
+    """
+    text = header_text(value)
+    if "=?" not in text:
+        return text
+    out: list[str] = []
+    quoted, i = False, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            out.append(text[i:i + 2])
+            i += 2
+            continue
+        match = _ENCODED_RUN.match(text, i) if ch == "=" else None
+        if match is None:
+            quoted = quoted != (ch == '"')
+            out.append(ch)
+            i += 1
+            continue
+        decoded = " ".join(decode_header_value(match.group()).split()).replace("\\", "\\\\").replace('"', '\\"')
+        out.append(decoded if quoted else f'"{decoded}"')
+        i = match.end()
+    return "".join(out)

@@ -18,7 +18,7 @@ from email.utils import getaddresses
 
 import mailparser
 
-from parsing.charset import decode_bytes, decode_header_value
+from parsing.charset import address_header_text, decode_bytes, decode_header_value
 from parsing.html import html_to_text
 from parsing.identifiers import Identifiers, extract_identifiers
 from parsing.language import detect_language
@@ -168,8 +168,9 @@ def _body_text(message: Message) -> tuple[str, str, list[str]]:
 
 
 def _addresses(values: list[str]) -> tuple[Address, ...]:
-    decoded = [decode_header_value(v) for v in values]
-    return tuple(Address(name=name, address=addr) for name, addr in getaddresses(decoded) if addr)
+    """Parsed first, display names decoded after: an encoded word cannot smuggle in an address."""
+    pairs = getaddresses([address_header_text(v) for v in values])
+    return tuple(Address(name=name, address=addr) for name, addr in pairs if addr)
 
 
 def _text(value: object) -> str:

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mailer.accounts import import_accounts
 from mailer.cli import main
+from mailer.config import Config
 from mailer.db import Database, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage
 from mailer.embedded import SmtpSink
 from mailer.samples import text_mail
@@ -97,11 +99,12 @@ def _outcomes(db_url: str, names: list[str]) -> dict[str, tuple[str, RawMessage,
     return found
 
 
-def _outcome(session: object, raw: RawMessage) -> str:
+def _outcome(session: Session, raw: RawMessage) -> str:
     if raw.status == "done":
-        message = session.scalar(select(TicketMessage).where(TicketMessage.raw_message_id == raw.id))  # type: ignore[attr-defined]
-        first = session.scalar(select(TicketMessage.raw_message_id).where(  # type: ignore[attr-defined]
+        message = session.scalar(select(TicketMessage).where(TicketMessage.raw_message_id == raw.id))
+        first = session.scalar(select(TicketMessage.raw_message_id).where(
             TicketMessage.ticket_id == raw.ticket_id, TicketMessage.direction == "in").order_by(TicketMessage.id))
+        assert message is not None
         return "repeat" if message.kind == "repeat" else "ticket" if first == raw.id else "joined"
     return {"bounce": "automatic"}.get(raw.status, raw.status)
 
@@ -181,8 +184,8 @@ def utf8_sink() -> Iterator[SmtpSink]:
     sink.stop()
 
 
-def _with_international_account(config: object, tmp_path: Path) -> None:
-    app = prepared_app(config, tmp_path)  # type: ignore[arg-type]
+def _with_international_account(config: Config, tmp_path: Path) -> None:
+    app = prepared_app(config, tmp_path)
     # Written decomposed (o + combining diaeresis): the directory and the mail must still meet (NFC).
     extra = tmp_path / "more-accounts.csv"
     extra.write_text("email,user_id,language,display_name\n"
