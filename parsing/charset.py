@@ -33,9 +33,11 @@ def codec_for(charset: str | None) -> str | None:
     name = charset.strip().strip('"').lower()
     name = SUPERSETS.get(name, name)
     try:
-        return codecs.lookup(name).name
-    except LookupError:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):  # ValueError: a NUL byte in the label
         return None
+    # rot13, base64, zlib … are codecs too, but not text encodings: bytes.decode refuses them.
+    return info.name if getattr(info, "_is_text_encoding", True) else None
 
 
 def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
@@ -44,7 +46,7 @@ def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
     if codec:
         try:
             return data.decode(codec), None
-        except UnicodeDecodeError:
+        except (UnicodeError, ValueError):  # punycode and idna raise plain UnicodeError
             pass
     for fallback in FALLBACKS:
         try:

@@ -1,0 +1,115 @@
+"""Property: whatever `parse` produced, no later stage fails on it, and no reply goes to an injected address.
+
+Mutated real mail (tests/mutations.py) is stored as intake stores it and run through the whole stage list
+(`pipeline.process`) on SQLite, with specialists on every queue and sender authentication on, so every
+stage has work. A mail may be quarantined only at `parse` (not mail at all); everything else ends as a
+ticket, a duplicate, an automatic mail or a bounce. The quick run is part of the normal suite; the
+long one (`-m slow`, at least 5,000 cases) prints its counts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import tomli_w
+from hypothesis import HealthCheck, given, settings
+from sqlalchemy import select
+
+from mailer.app import App
+from mailer.config import default_routing, load_config
+from mailer.db import Outbox, RawMessage
+from mailer.intake import raw_row
+from mailer.pipeline import process
+from tests.conftest import prepared_app
+from tests.mutations import INJECTED, mutated_mails, seed_mails
+
+SEEDS = seed_mails()
+
+
+def fuzz_app(tmp_path: Path) -> App:
+    """A desk whose every queue has specialists and a lead, with sender authentication on; no servers."""
+    queues = default_routing()["queues"]
+    for name in queues:
+        queues[name] = {**queues[name], "specialists": ["dana@desk.example"], "lead": "lead@desk.example"}
+    path = tmp_path / "supportd.toml"
+    path.write_text(tomli_w.dumps({
+        "mailboxes": [{"name": "support", "url": "imap://support:secret@127.0.0.1:9/INBOX"}],
+        "smtp": {"url": "smtp://127.0.0.1:9", "from_address": "support@desk.example"},
+        "database": {"url": f"sqlite:///{tmp_path / 'fuzz.db'}"},
+        "paths": {"storage": str(tmp_path / "data")},
+        "trust": {"authserv_id": "mx.desk.example"},
+        "queues": queues,
+    }), encoding="utf-8")
+    return prepared_app(load_config(path), tmp_path)
+
+
+class Fuzzer:
+    """Stores each case as intake would and processes it; counts outcomes; fails on a broken property."""
+
+    def __init__(self, app: App) -> None:
+        self.app, self.uid = app, 0
+        self.outcomes: Counter[str] = Counter()
+        self.mutations: Counter[str] = Counter()
+
+    def case(self, label: str, raw: bytes) -> None:
+        self.uid += 1
+        with self.app.db.session() as session:
+            row = raw_row("support", self.uid, raw, self.app.sealer)
+            session.add(row)
+            session.flush()
+            raw_id = row.id
+        results = process(self.app, [raw_id])
+        with self.app.db.session() as session:
+            stored = session.get(RawMessage, raw_id)
+            assert stored is not None and stored.status != "pending"
+            if stored.status == "quarantined":
+                assert stored.stage == "parse", f"{label}: quarantined at {stored.stage}: {stored.error}"
+                self.outcomes[f"quarantined at parse: {(stored.error or '').split(':')[0]}"] += 1
+            else:
+                self.outcomes[stored.status] += 1
+            outbox_ids = [i for r in results for i in r.outbox_ids]
+            for to_address, head in session.execute(select(Outbox.to_address, Outbox.raw).where(
+                    Outbox.id.in_(outbox_ids))):
+                assert INJECTED.decode() not in to_address, f"{label}: reply to an injected address"
+                assert INJECTED not in head.split(b"\r\n\r\n", 1)[0], f"{label}: injected header text"
+        self.mutations.update(label.split("+"))
+
+    def report(self) -> str:
+        total = sum(self.outcomes.values())
+        lines = [f"fuzz: {total} cases"]
+        lines += [f"  {count:>6}  {outcome}" for outcome, count in self.outcomes.most_common()]
+        lines.append("  mutations applied: " + ", ".join(f"{m} {c}" for m, c in sorted(self.mutations.items())))
+        return "\n".join(lines)
+
+
+def run_fuzz(tmp_path: Path, examples: int, *, derandomize: bool) -> Fuzzer:
+    app = fuzz_app(tmp_path)
+    fuzzer = Fuzzer(app)
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=derandomize,
+              suppress_health_check=list(HealthCheck))
+    @given(mutated_mails(SEEDS))
+    def every_stage_copes(case: tuple[str, bytes]) -> None:
+        fuzzer.case(*case)
+
+    try:
+        every_stage_copes()
+    finally:
+        app.close()
+    return fuzzer
+
+
+def test_no_stage_after_parse_fails_on_mutated_mail(tmp_path: Path) -> None:
+    fuzzer = run_fuzz(tmp_path, 200, derandomize=True)
+    print("\n" + fuzzer.report())
+    assert sum(fuzzer.outcomes.values()) >= 200
+    assert fuzzer.outcomes["done"] > 0  # the mutations leave plenty of mail that becomes tickets
+
+
+@pytest.mark.slow
+def test_fuzz_five_thousand_cases(tmp_path: Path) -> None:
+    fuzzer = run_fuzz(tmp_path, 5000, derandomize=False)
+    print("\n" + fuzzer.report())
+    assert sum(fuzzer.outcomes.values()) >= 5000
