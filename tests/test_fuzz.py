@@ -28,7 +28,7 @@ from tests.mutations import INJECTED, mutated_mails, seed_mails
 SEEDS = seed_mails()
 
 
-def fuzz_app(tmp_path: Path) -> App:
+def fuzz_app(tmp_path: Path, database_url: str | None = None) -> App:
     """A desk whose every queue has specialists and a lead, with sender authentication on; no servers."""
     queues = default_routing()["queues"]
     for name in queues:
@@ -37,7 +37,7 @@ def fuzz_app(tmp_path: Path) -> App:
     path.write_text(tomli_w.dumps({
         "mailboxes": [{"name": "support", "url": "imap://support:secret@127.0.0.1:9/INBOX"}],
         "smtp": {"url": "smtp://127.0.0.1:9", "from_address": "support@desk.example"},
-        "database": {"url": f"sqlite:///{tmp_path / 'fuzz.db'}"},
+        "database": {"url": database_url or f"sqlite:///{tmp_path / 'fuzz.db'}"},
         "paths": {"storage": str(tmp_path / "data")},
         "trust": {"authserv_id": "mx.desk.example"},
         "queues": queues,
@@ -84,8 +84,8 @@ class Fuzzer:
         return "\n".join(lines)
 
 
-def run_fuzz(tmp_path: Path, examples: int, *, derandomize: bool) -> Fuzzer:
-    app = fuzz_app(tmp_path)
+def run_fuzz(tmp_path: Path, examples: int, *, derandomize: bool, database_url: str | None = None) -> Fuzzer:
+    app = fuzz_app(tmp_path, database_url)
     fuzzer = Fuzzer(app)
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=derandomize,
@@ -106,6 +106,14 @@ def test_no_stage_after_parse_fails_on_mutated_mail(tmp_path: Path) -> None:
     print("\n" + fuzzer.report())
     assert sum(fuzzer.outcomes.values()) >= 200
     assert fuzzer.outcomes["done"] > 0  # the mutations leave plenty of mail that becomes tickets
+
+
+@pytest.mark.postgres
+def test_no_stage_after_parse_fails_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL enforces column lengths that SQLite ignores: long addresses, Message-IDs, keys."""
+    fuzzer = run_fuzz(tmp_path, 100, derandomize=True, database_url=pg_url)
+    print("\n" + fuzzer.report())
+    assert sum(fuzzer.outcomes.values()) >= 100
 
 
 @pytest.mark.slow
