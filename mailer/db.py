@@ -137,7 +137,7 @@ class TicketMessage(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     raw_message_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"))
     direction: Mapped[str] = mapped_column(String(8))  # in | out
-    kind: Mapped[str] = mapped_column(String(16))  # customer | repeat | ack | unverified | repeat_notice | …
+    kind: Mapped[str] = mapped_column(String(32))  # customer | repeat | ack | unverified | repeat_notice | …
     message_id: Mapped[str] = mapped_column(String(998), unique=True)
     in_reply_to: Mapped[str | None] = mapped_column(String(998))
     references: Mapped[list[Any]] = mapped_column(default=list)

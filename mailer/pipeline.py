@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailer.app import App
@@ -346,7 +346,10 @@ def _run_stages(app: App, session: Session, raw_id: int) -> Result:
         except Exception as exc:
             raise StageFailed(name, exc) from exc
     raw.status, raw.processed_at = work.outcome, utcnow()
-    session.flush()
+    try:
+        session.flush()
+    except DataError as exc:  # a value the schema refuses: this mail's fault or ours, never the batch's
+        raise StageFailed("record", exc) from exc
     return Result(raw_id, work.outcome, raw.ticket_id, tuple(row.id for row in work.outbox))
 
 

@@ -41,7 +41,15 @@ def codec_for(charset: str | None) -> str | None:
 
 
 def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
-    """Decode `data`; returns the text and a defect description if anything had to be guessed or replaced."""
+    """Decode `data`; returns the text and a defect description if anything had to be guessed or replaced.
+
+    NUL characters become U+FFFD: no text column of PostgreSQL can hold them, and no mail means them.
+    """
+    text, defect = _decode(data, charset)
+    return text.replace("\x00", "\ufffd"), defect
+
+
+def _decode(data: bytes, charset: str | None) -> tuple[str, str | None]:
     codec = codec_for(charset)
     if codec:
         try:
@@ -83,8 +91,8 @@ def decode_header_value(value: str | Header | None) -> str:
         return ""
     if isinstance(value, Header):
         return "".join(decode_bytes(chunk, charset)[0] if isinstance(chunk, bytes) else chunk
-                       for chunk, charset in decode_header(value)).strip()
-    value = _FOLDING.sub(" ", str(value))
+                       for chunk, charset in decode_header(value)).replace("\x00", "\ufffd").strip()
+    value = _FOLDING.sub(" ", str(value)).replace("\x00", "\ufffd")
     try:
         parts = decode_header(value)
     except Exception:  # a malformed encoded word: keep the text as written
@@ -107,8 +115,8 @@ def header_text(value: str | Header | None) -> str:
         return ""
     if isinstance(value, Header):
         return "".join(decode_bytes(chunk, charset)[0] if isinstance(chunk, bytes) else chunk
-                       for chunk, charset in decode_header(value)).strip()
-    return _unescape_raw(_FOLDING.sub(" ", str(value))).strip()
+                       for chunk, charset in decode_header(value)).replace("\x00", "\ufffd").strip()
+    return _unescape_raw(_FOLDING.sub(" ", str(value)).replace("\x00", "\ufffd")).strip()
 
 
 # A run of encoded words; white space between adjacent words is not part of the text (RFC 2047 §6.2).

@@ -179,7 +179,7 @@ def _headers(message: Message) -> dict[str, tuple[str, ...]]:
 def _attachments(found: tuple[RawAttachment, ...]) -> tuple[ParsedAttachment, ...]:
     return tuple(ParsedAttachment(
         filename=safe_display_name(decode_header_value(item.filename)),
-        content_type=item.content_type.lower()[:255],
+        content_type="".join(ch for ch in item.content_type.lower() if ch.isprintable())[:255],
         content=item.content,
         sha256=hashlib.sha256(item.content).hexdigest(),
     ) for item in found)

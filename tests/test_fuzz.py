@@ -3,8 +3,8 @@
 Mutated real mail (tests/mutations.py) is stored as intake stores it and run through the whole stage list
 (`pipeline.process`) on SQLite, with specialists on every queue and sender authentication on, so every
 stage has work. A mail may be quarantined only at `parse` (not mail at all); everything else ends as a
-ticket, a duplicate, an automatic mail or a bounce. The quick run is part of the normal suite; the
-long one (`-m slow`, at least 5,000 cases) prints its counts.
+ticket, a duplicate, an automatic mail or a bounce. The quick runs are part of the normal suite; the
+long one is `python bench/fuzz.py` (5,000 fresh cases by default), which prints its counts.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class Fuzzer:
             assert stored is not None and stored.status != "pending"
             if stored.status == "quarantined":
                 assert stored.stage == "parse", f"{label}: quarantined at {stored.stage}: {stored.error}"
-                self.outcomes[f"quarantined at parse: {(stored.error or '').split(':')[0]}"] += 1
+                self.outcomes[f"quarantined at parse: {(stored.error or '')[:60]}"] += 1
             else:
                 self.outcomes[stored.status] += 1
             outbox_ids = [i for r in results for i in r.outbox_ids]
@@ -114,10 +114,3 @@ def test_no_stage_after_parse_fails_on_postgresql(tmp_path: Path, pg_url: str) -
     fuzzer = run_fuzz(tmp_path, 100, derandomize=True, database_url=pg_url)
     print("\n" + fuzzer.report())
     assert sum(fuzzer.outcomes.values()) >= 100
-
-
-@pytest.mark.slow
-def test_fuzz_five_thousand_cases(tmp_path: Path) -> None:
-    fuzzer = run_fuzz(tmp_path, 5000, derandomize=False)
-    print("\n" + fuzzer.report())
-    assert sum(fuzzer.outcomes.values()) >= 5000
