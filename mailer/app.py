@@ -12,6 +12,8 @@ from mailer.compose import Sender
 from mailer.config import Config, SlaPolicy
 from mailer.crypto import Sealer
 from mailer.db import Database, Ticket
+from mailer.dkim import DkimSigner
+from mailer.links import Links
 from mailer.smtp import SmtpClient
 from mailer.store import ContentStore
 from routing.rules import Router
@@ -60,13 +62,20 @@ class App:
 
     @cached_property
     def smtp(self) -> SmtpClient:
-        return SmtpClient(self.config.smtp)
+        return SmtpClient(self.config.smtp, self.links)
+
+    @cached_property
+    def links(self) -> Links:
+        """Failing connections (mailboxes, smtp) with the reason: what a readiness check reports."""
+        return Links()
 
     @cached_property
     def sender(self) -> Sender:
         # The loop token names this desk; another supportd (or this one) seeing it knows the mail is ours.
         token = hashlib.sha256(self.config.support_address.lower().encode()).hexdigest()[:16]
-        return Sender(self.config.support_address, self.config.smtp.from_name, token)
+        dkim = self.config.dkim
+        signer = DkimSigner.from_config(dkim) if dkim and not dkim.relay_signs else None
+        return Sender(self.config.support_address, self.config.smtp.from_name, token, signer)
 
     @cached_property
     def secret(self) -> bytes:

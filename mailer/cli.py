@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from mailer.cli_spam import register as register_spam_commands
 from mailer.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:  # the CLI imports the heavy modules only for the command that runs
@@ -53,6 +54,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     print(f"{args.file}: OK ({len(config.mailboxes)} mailboxes, {len(config.queues)} queues, "
           f"{len(config.rules)} rules, database {config.database_url.split('@')[-1]})")
+    if config.dkim and not config.dkim.relay_signs:
+        from mailer.dkim import txt_record
+
+        print(f"DKIM key OK; publish this record:\n{txt_record(config.dkim)}")
     return EXIT_OK
 
 
@@ -396,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     resend = command("retry", cmd_outbox_retry, "compose again and re-send failed mails", parent=outbox)
     resend.add_argument("ids", nargs="*", type=int)
     resend.add_argument("--all", action="store_true")
+    register_spam_commands(sub, command, _app)
     return parser
 
 

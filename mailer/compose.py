@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.db import Outbox, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.dkim import DkimSigner
 from routing.autoreply import LOOP_HEADER
 from templates import Rendered, Renderer, single_line
 
@@ -38,6 +39,7 @@ class Sender:
     address: str
     name: str
     loop_token: str
+    signer: DkimSigner | None = None  # None: the relay signs, or nobody does
 
     @property
     def domain(self) -> str:
@@ -190,6 +192,8 @@ def _compose_into(row: Outbox, renderer: Renderer, sender: Sender, recipe: Compo
                          message_id=row.message_id, in_reply_to=replying_to.message_id, references=references,
                          auto_submitted=recipe.auto_submitted, reply_to=recipe.reply_to,
                          attachments=recipe.attachments)
+    if sender.signer is not None:  # signed now, so every attempt sends the same bytes
+        row.raw = sender.signer.sign(row.raw)
     row.compose = None
     return rendered
 

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mailer.config_transport import DkimConfig, TransportSecurity, dkim, transport_security
 from parsing.attachments import Limits as AttachmentLimits
 
 DONE_ACTIONS = ("seen", "flagged", "move", "none")
@@ -62,6 +63,7 @@ class MailboxConfig:
     idle_timeout: float = 300.0
     batch_size: int = 200
     timeout: float = 60.0
+    security: TransportSecurity = field(default_factory=TransportSecurity)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class SmtpConfig:
     timeout: float = 30.0
     max_attempts: int = 8
     retry_base: float = 5.0
+    security: TransportSecurity = field(default_factory=TransportSecurity)
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,22 @@ class DedupConfig:
     max_auto_replies_per_day: int = 10
 
 
+# Scores at or above which our MTA's verdict means spam: SpamAssassin's own default (5.0) and rspamd's
+# "add header" action (6.0), the score at which rspamd itself writes "X-Spam: Yes".
+DEFAULT_SPAM_SCORES = {"x-spam-status": 5.0, "x-spamd-result": 6.0, "x-rspamd-score": 6.0}
+
+
+@dataclass(frozen=True)
+class SpamConfig:
+    """Which of our MTA's headers say spam (see routing.spam), and the cap on answers to strangers."""
+
+    enabled: bool = True
+    flag_headers: tuple[str, ...] = ("x-spam-flag", "x-spam")  # lower-case; "Yes"/"True" means spam
+    scores: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SPAM_SCORES))  # header -> threshold
+    forged_unregistered: bool = True  # an unregistered sender failing SPF and DMARC is held like spam
+    max_unverified_replies_per_hour: int = 60  # desk-wide, automatic answers to senders not verified
+
+
 @dataclass(frozen=True)
 class Config:
     source: str
@@ -176,6 +195,7 @@ class Config:
     sla: SlaConfig = SlaConfig()
     dedup: DedupConfig = DedupConfig()
     trust: TrustConfig | None = None  # without it, sender authentication is not checked
+    spam: SpamConfig = SpamConfig()
     templates_dir: Path | None = None
     storage_dir: Path = Path("supportd-data")
     default_language: str = "en"
@@ -187,6 +207,7 @@ class Config:
     encryption_keys_env: str | None = None  # names the variable holding Fernet keys, newest first
     secret_env: str | None = None  # names the variable holding the ticket-address secret
     lmtp_listen: tuple[str, int] | None = None  # host and port of the LMTP listener, if any
+    dkim: DkimConfig | None = None  # without it, outgoing mail is not signed
 
     @property
     def support_address(self) -> str:
@@ -313,9 +334,12 @@ def _password_from_env(section: _Section, endpoint: Endpoint) -> Endpoint:
     return Endpoint(**{**endpoint.__dict__, "password": os.environ[var]})
 
 
-def _mailbox(section: _Section) -> MailboxConfig:
+def _mailbox(section: _Section, base_dir: Path) -> MailboxConfig:
     endpoint = _password_from_env(section, parse_endpoint(section, "url", {"imap": 143, "imaps": 993}))
-    if not endpoint.username or not endpoint.password:
+    starttls = section.bool("starttls", False)
+    security = transport_security(section, endpoint, tls=endpoint.implicit_tls or starttls,
+                                  auth_choices=("password", "xoauth2", "oauthbearer"), base_dir=base_dir)
+    if security.auth == "password" and (not endpoint.username or not endpoint.password):
         raise section.fail("url", "needs a user and a password (imap://user:secret@host/INBOX, or password_env)")
     done_action = section.choice("done_action", DONE_ACTIONS, "seen")
     done_folder = section.str("done_folder")
@@ -325,7 +349,7 @@ def _mailbox(section: _Section) -> MailboxConfig:
         name=section.str("name", required=True),
         endpoint=endpoint,
         folder=section.str("folder", endpoint.path or "INBOX"),
-        starttls=section.bool("starttls", False),
+        starttls=starttls,
         tls_verify=section.bool("tls_verify", True),
         done_action=done_action,
         done_folder=done_folder,
@@ -334,13 +358,17 @@ def _mailbox(section: _Section) -> MailboxConfig:
         idle_timeout=section.number("idle_timeout", 300.0, minimum=1),
         batch_size=section.int("batch_size", 200, minimum=1),
         timeout=section.number("timeout", 60.0, minimum=1),
+        security=security,
     )
     section.done()
     return mailbox
 
 
-def _smtp(section: _Section) -> SmtpConfig:
+def _smtp(section: _Section, base_dir: Path) -> SmtpConfig:
     endpoint = _password_from_env(section, parse_endpoint(section, "url", {"smtp": 25, "smtps": 465}))
+    starttls = section.bool("starttls", False)
+    security = transport_security(section, endpoint, tls=endpoint.implicit_tls or starttls,
+                                  auth_choices=("password", "xoauth2"), base_dir=base_dir)
     from_address = section.str("from_address", required=True)
     if "@" not in from_address or any(c in from_address for c in "\r\n <>"):
         raise section.fail("from_address", f"must be a bare address like support@example.com; got {from_address!r}")
@@ -348,11 +376,12 @@ def _smtp(section: _Section) -> SmtpConfig:
         endpoint=endpoint,
         from_address=from_address,
         from_name=section.str("from_name", "Support"),
-        starttls=section.bool("starttls", False),
+        starttls=starttls,
         tls_verify=section.bool("tls_verify", True),
         timeout=section.number("timeout", 30.0, minimum=1),
         max_attempts=section.int("max_attempts", 8, minimum=1),
         retry_base=section.number("retry_base", 5.0, minimum=0.01),
+        security=security,
     )
     section.done()
     return smtp
@@ -534,6 +563,27 @@ def _trust(section: _Section) -> TrustConfig | None:
     return trust
 
 
+def _header_name(section: _Section, key: str, name: str) -> str:
+    if not name or any(not (33 <= ord(ch) <= 126) or ch == ":" for ch in name):
+        raise section.fail(key, f"must be a header name such as X-Spam-Flag; got {name!r}")
+    return name.lower()
+
+
+def _spam(section: _Section) -> SpamConfig:
+    given = section.strings("flag_headers")  # an empty list turns flag headers off
+    flags = tuple(_header_name(section, "flag_headers", name) for name in given) \
+        if "flag_headers" in section.data else SpamConfig.flag_headers
+    scores_section = section.table("scores")
+    scores = {_header_name(scores_section, name, name): scores_section.number(name, 0, minimum=-1000)
+              for name in scores_section.data} if scores_section.data else dict(DEFAULT_SPAM_SCORES)
+    scores_section.done()
+    spam = SpamConfig(enabled=section.bool("enabled", True), flag_headers=flags, scores=scores,
+                      forged_unregistered=section.bool("forged_unregistered", True),
+                      max_unverified_replies_per_hour=section.int("max_unverified_replies_per_hour", 60, minimum=0))
+    section.done()
+    return spam
+
+
 def default_routing() -> dict[str, Any]:
     """The shipped queues and rules (routing/default_rules.toml), used when the config names none."""
     text = resources.files("routing").joinpath("default_rules.toml").read_text(encoding="utf-8")
@@ -556,13 +606,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: Path | None = None) -> Config:
     base_dir = base_dir or Path.cwd()
     top = _Section(source, "", data)
-    mailboxes = tuple(_mailbox(s) for s in top.tables("mailboxes"))
+    mailboxes = tuple(_mailbox(s, base_dir) for s in top.tables("mailboxes"))
     names = [m.name for m in mailboxes]
     if len(set(names)) != len(names):
         raise ConfigError(source, "mailboxes", "mailbox names must be unique")
     if "smtp" not in data:
         raise ConfigError(source, "smtp", "is required ([smtp] with url and from_address)")
-    smtp = _smtp(top.table("smtp"))
+    smtp = _smtp(top.table("smtp"), base_dir)
 
     database = top.table("database")
     database_url = database.str("url", "sqlite:///supportd.db")
@@ -606,9 +656,11 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         sla=_sla(top.table("sla"), queues, calendars),
         dedup=_dedup(top.table("dedup")),
         trust=_trust(top.table("trust")),
+        spam=_spam(top.table("spam")),
         attachments=_attachments(top.table("attachments")),
         encryption_keys_env=_encryption(top.table("encryption")),
         lmtp_listen=_lmtp(top.table("lmtp")),
+        dkim=dkim(top.table("dkim"), smtp.from_address, base_dir),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,
         default_language=desk.choice("language", ("en", "zh"), "en"),

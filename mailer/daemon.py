@@ -18,8 +18,9 @@ from mailer import lease, reconcile
 from mailer.app import App
 from mailer.db import Outbox, RawMessage, utcnow
 from mailer.escalate import escalate, recompute_if_changed
-from mailer.intake import NETWORK_ERRORS, MailboxIntake, connect
+from mailer.intake import NETWORK_ERRORS, MailboxIntake
 from mailer.lmtp import start_listener
+from mailer.tls import LinkError
 from mailer.workers import Workers
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Daemon:
         self.holder = lease.new_holder()
         self.stop_event = threading.Event()
         self.intakes = [MailboxIntake(app.db, mb, app.config.max_message_bytes, self.workers.enqueue_process,
-                                      app.sealer) for mb in app.config.mailboxes]
+                                      app.sealer, app.links) for mb in app.config.mailboxes]
 
     # --- shared start and stop -------------------------------------------------------------------
 
@@ -94,8 +95,10 @@ class Daemon:
                 if not lease.acquire(self.app.db, _lease_name(intake), self.holder):
                     raise DaemonError(f"mailbox {intake.config.name!r} is served by another running daemon")
                 try:
-                    clients[intake.config.name] = client = connect(intake.config)
+                    clients[intake.config.name] = client = intake.connect()
                     intake.sync(client)
+                except LinkError as exc:
+                    raise DaemonError(str(exc)) from None
                 except NETWORK_ERRORS as exc:
                     raise DaemonError(f"mailbox {intake.config.name!r}: {exc}") from None
             backlog = self.wait_until_drained(self.app.config.once_timeout)
@@ -121,6 +124,8 @@ class Daemon:
             backlog = self.backlog()
             if backlog.empty or time.monotonic() > deadline:
                 return backlog
+            if "smtp" in self.app.links.problems():  # waiting cannot fix a certificate or a revoked grant
+                raise DaemonError(f"smtp: {self.app.links.problems()['smtp']}")
             if time.monotonic() > next_reconcile:
                 self._reconcile(settled_for=SETTLED_FOR)
                 next_reconcile = time.monotonic() + RECONCILE_EVERY

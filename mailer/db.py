@@ -89,7 +89,7 @@ class RawMessage(Base):
     size: Mapped[int] = mapped_column(Integer)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # pending -> done | duplicate | automatic | quarantined
+    # pending -> done | duplicate | automatic | bounce | spam | quarantined
     status: Mapped[str] = mapped_column(String(16), default="pending")
     # pending -> marked: whether the done action (flag/move) was applied on the IMAP server
     server_state: Mapped[str] = mapped_column(String(16), default="pending")
@@ -97,6 +97,8 @@ class RawMessage(Base):
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     stage: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
+    # Why a mail was held as spam (routing.spam), and who released it: see mailer.spam.
+    verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Ticket(Base):
@@ -188,7 +190,8 @@ class Outbox(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_status", "status", "next_attempt_at"),
-                      Index("ix_outbox_recipient", "to_address", "created_at"))
+                      Index("ix_outbox_recipient", "to_address", "created_at"),
+                      Index("ix_outbox_unverified", "unverified", "created_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Same key, same mail: scheduling a reply twice (after a crash) finds the first row.
@@ -196,6 +199,7 @@ class Outbox(Base):
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
     purpose: Mapped[str] = mapped_column(String(32))
     to_address: Mapped[str] = mapped_column(String(320))
+    unverified: Mapped[bool] = mapped_column(default=False)  # an automatic answer to a sender not verified
     from_address: Mapped[str] = mapped_column(String(320))
     message_id: Mapped[str] = mapped_column(String(998), unique=True)
     raw: Mapped[bytes] = mapped_column(LargeBinary)

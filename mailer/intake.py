@@ -22,13 +22,17 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import SocketTimeout
 from sqlalchemy import select, update
 
 from mailer.config import MailboxConfig
 from mailer.crypto import Sealer
 from mailer.db import Checkpoint, Database, RawMessage, utcnow
+from mailer.links import Links
+from mailer.oauth import TokenCache
+from mailer.providers import is_special_use, resolve_folder, throttle_delay
+from mailer.tls import LinkError, client_context, describe, tls_failure
 from parsing.message import message_id_or_derived
 from parsing.obsolete import close_spaced_header_names
 
@@ -60,29 +64,86 @@ def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
         yield list(items[start:start + size])
 
 
-def connect(config: MailboxConfig) -> IMAPClient:
-    """Log in and select the folder; every call on the connection has a read time-out."""
+def endpoint_name(config: MailboxConfig) -> str:
+    return f"mailbox {config.name!r}"
+
+
+def tokens_for(config: MailboxConfig) -> TokenCache | None:
+    oauth = config.security.oauth
+    return TokenCache(oauth, endpoint_name(config)) if oauth else None
+
+
+def connect(config: MailboxConfig, tokens: TokenCache | None = None) -> IMAPClient:
+    """Connect (TLS verified as configured) and sign in; every call on the connection has a read time-out.
+
+    A certificate or sign-in the operator must fix raises LinkError; other failures are network errors.
+    """
     endpoint = config.endpoint
-    context = ssl.create_default_context()
-    if not config.tls_verify:
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    client = IMAPClient(endpoint.host, port=endpoint.port, ssl=endpoint.implicit_tls, ssl_context=context,
-                        timeout=SocketTimeout(connect=min(config.timeout, 15.0), read=config.timeout))
-    # Small commands back to back: without this, Nagle's algorithm adds ~40 ms to each.
-    client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if config.starttls:
-        client.starttls(context)
-    client.login(endpoint.username or "", endpoint.password or "")
+    context = client_context(config.security.ca_file, config.tls_verify)
+    try:
+        client = IMAPClient(endpoint.host, port=endpoint.port, ssl=endpoint.implicit_tls, ssl_context=context,
+                            timeout=SocketTimeout(connect=min(config.timeout, 15.0), read=config.timeout))
+        # Small commands back to back: without this, Nagle's algorithm adds ~40 ms to each.
+        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if config.starttls:
+            client.starttls(context)
+    except NETWORK_ERRORS as exc:
+        failure = tls_failure(exc)
+        if failure is None:
+            raise
+        raise LinkError(endpoint_name(config), describe(failure, endpoint.host)) from None
+    try:
+        sign_in(client, config, tokens or tokens_for(config))
+    except LinkError:
+        _logout(client)
+        raise
     return client
+
+
+def sign_in(client: IMAPClient, config: MailboxConfig, tokens: TokenCache | None) -> None:
+    """LOGIN with the password, or AUTHENTICATE with an access token, refreshed once if refused."""
+    user, auth = config.endpoint.username or "", config.security.auth
+    if tokens is None:
+        try:
+            client.login(user, config.endpoint.password or "")
+        except LoginError as exc:
+            raise LinkError(endpoint_name(config), f"the server refused the password for {user} ({exc})") from None
+        return
+    token = tokens.token()
+    for attempt in (1, 2):
+        try:
+            if auth == "oauthbearer":
+                client.oauthbearer_login(user, token)
+            else:
+                client.oauth2_login(user, token)
+            return
+        except LoginError as exc:
+            if attempt == 2:
+                raise LinkError(endpoint_name(config), f"the server refused a fresh OAuth2 token for {user} "
+                                                       f"({exc}); is the grant revoked?") from None
+        token = tokens.refused(token)
 
 
 class MailboxIntake:
     def __init__(self, db: Database, config: MailboxConfig, max_message_bytes: int,
-                 on_stored: Callable[[list[int]], None], sealer: Sealer | None = None) -> None:
+                 on_stored: Callable[[list[int]], None], sealer: Sealer | None = None,
+                 links: Links | None = None) -> None:
         self.db, self.config, self.max_message_bytes = db, config, max_message_bytes
         self.on_stored = on_stored
         self.sealer = sealer or Sealer([])
+        self.links = links or Links()
+        self.tokens = tokens_for(config)  # one per mailbox: a token outlives the connection it signed in
         self.uidvalidity: int | None = None
+
+    def connect(self) -> IMAPClient:
+        """Connect and sign in; the outcome is recorded in `links` for health checks."""
+        try:
+            client = connect(self.config, self.tokens)
+        except LinkError as exc:
+            self.links.failed(endpoint_name(self.config), exc.reason)
+            raise
+        self.links.ok(endpoint_name(self.config))
+        return client
 
     # --- fetching -------------------------------------------------------------------------------
 
@@ -178,7 +239,9 @@ class MailboxIntake:
 
     def _move(self, client: IMAPClient, uids: list[int]) -> None:
         folder = self.config.done_folder or "Processed"
-        if not client.folder_exists(folder):
+        if is_special_use(folder):  # Gmail's \All (archive), Microsoft 365's \Archive: exists, never created
+            folder = resolve_folder(client, folder, endpoint_name(self.config))
+        elif not client.folder_exists(folder):
             client.create_folder(folder)
         if client.has_capability("MOVE"):
             client.move(uids, folder)
@@ -198,8 +261,13 @@ class MailboxIntake:
         delay = 1.0
         while not stop.is_set() and keep_lease():
             try:
-                client = connect(self.config)
+                client = self.connect()
+            except LinkError as exc:  # the operator must act; keep trying slowly meanwhile
+                log.error("%s; retrying in %.0fs", exc, MAX_BACKOFF)
+                stop.wait(MAX_BACKOFF)
+                continue
             except NETWORK_ERRORS as exc:
+                delay = max(delay, throttle_delay(exc) or 0)
                 log.warning("%s: cannot connect (%s); retrying in %.0fs", self.config.name, exc, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
@@ -207,9 +275,13 @@ class MailboxIntake:
             delay = 1.0
             try:
                 self._serve(client, stop, keep_lease)
+            except LinkError as exc:
+                self.links.failed(endpoint_name(self.config), exc.reason)
+                log.error("%s", exc)
+                stop.wait(MAX_BACKOFF)
             except NETWORK_ERRORS as exc:
                 log.warning("%s: connection lost (%s); reconnecting", self.config.name, exc)
-                stop.wait(delay)
+                stop.wait(max(delay, throttle_delay(exc) or 0))
             finally:
                 _logout(client)
 

@@ -83,7 +83,7 @@ def _claim(app: App, outbox_id: int) -> Delivery | Claimed:
 
 
 def _record_failure(app: App, outbox_id: int, attempts: int, exc: SendError) -> Delivery:
-    give_up = exc.permanent or attempts >= app.config.smtp.max_attempts
+    give_up = exc.permanent or (attempts >= app.config.smtp.max_attempts and not exc.link)
     delay = backoff(attempts, app.config.smtp.retry_base)
     with app.db.session() as session:
         row = session.get(Outbox, outbox_id)

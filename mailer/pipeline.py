@@ -1,7 +1,7 @@
 """The flow of one stored mail, stage by stage, in one database transaction.
 
-    parse -> redact -> bounce -> duplicate -> gateway -> verify -> screen -> thread -> route -> authenticate
-          -> repeat -> automatic -> record -> reply -> warn -> refused -> forward
+    parse -> redact -> bounce -> duplicate -> gateway -> verify -> spam -> screen -> thread -> route
+          -> authenticate -> repeat -> automatic -> record -> reply -> warn -> refused -> forward
 
 Each stage takes the `Work` and returns True to go on or False when the mail is fully handled. The
 decisions live in parsing/ and routing/; this module strings them together and writes the ledger. The
@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from mailer.app import App
 from mailer.db import Account, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
+from mailer.spam import hold_spam
 from mailer.work import (
     Stage,
     Work,
@@ -277,6 +278,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("duplicate", skip_exact_duplicate),
     ("gateway", handle_specialist_reply),
     ("verify", verify),
+    ("spam", hold_spam),
     ("screen", screen_automatic),
     ("thread", find_ticket),
     ("route", route),
@@ -303,7 +305,7 @@ class StageFailed(Exception):
 @dataclass(frozen=True)
 class Result:
     raw_id: int
-    outcome: str  # done | duplicate | automatic | bounce | quarantined | skipped
+    outcome: str  # done | duplicate | automatic | bounce | spam | quarantined | skipped
     ticket_id: int | None = None
     outbox_ids: tuple[int, ...] = ()
 

@@ -1,7 +1,9 @@
 """Sending one rendered mail over SMTP, with connections kept open per worker thread.
 
 Errors are sorted for the outbox: a 5xx answer is permanent (the row fails), anything else (4xx,
-refused or dropped connections, time-outs) is transient and the row is tried again later.
+refused or dropped connections, time-outs) is transient and the row is tried again later. A relay whose
+certificate does not verify, or that refuses our credentials, is the operator's to fix: the row waits
+(transient) and the problem is recorded in `links` under "smtp" for health checks.
 
 A mail to an internationalized address (RFC 6531) is sent with SMTPUTF8, and only such a mail: a
 relay that does not offer the extension cannot carry it, which is a permanent failure of that row.
@@ -10,45 +12,84 @@ relay that does not offer the extension cannot carry it, which is a permanent fa
 from __future__ import annotations
 
 import smtplib
-import ssl
 import threading
 
 from mailer.config import SmtpConfig
+from mailer.links import Links
+from mailer.oauth import TokenCache, xoauth2
+from mailer.tls import LinkError, client_context, describe, tls_failure
+
+ENDPOINT = "smtp"
 
 
 class SendError(Exception):
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    def __init__(self, message: str, *, permanent: bool, link: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.link = link  # the relay's certificate or our credentials: not the mail's fault, never gives up
 
 
 class SmtpClient:
-    def __init__(self, config: SmtpConfig) -> None:
+    def __init__(self, config: SmtpConfig, links: Links | None = None) -> None:
         self.config = config
+        self.links = links or Links()
+        oauth = config.security.oauth
+        self.tokens = TokenCache(oauth, ENDPOINT) if oauth else None
         self._local = threading.local()
         self._all: set[smtplib.SMTP] = set()
         self._lock = threading.Lock()
 
     def _connect(self) -> smtplib.SMTP:
+        """A verified (as configured), signed-in connection; LinkError for what the operator must fix."""
         ep, cfg = self.config.endpoint, self.config
-        context = ssl.create_default_context()
-        if not cfg.tls_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if ep.implicit_tls:
-            conn: smtplib.SMTP = smtplib.SMTP_SSL(ep.host, ep.port, timeout=cfg.timeout, context=context)
-        else:
-            conn = smtplib.SMTP(ep.host, ep.port, timeout=cfg.timeout)
-            if cfg.starttls:
-                conn.starttls(context=context)
-        if ep.username and ep.password:
-            conn.login(ep.username, ep.password)
+        context = client_context(cfg.security.ca_file, cfg.tls_verify)
+        try:
+            if ep.implicit_tls:
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(ep.host, ep.port, timeout=cfg.timeout, context=context)
+            else:
+                conn = smtplib.SMTP(ep.host, ep.port, timeout=cfg.timeout)
+                if cfg.starttls:
+                    conn.starttls(context=context)
+        except (OSError, smtplib.SMTPException) as exc:
+            failure = tls_failure(exc)
+            if failure is None:
+                raise
+            raise LinkError(ENDPOINT, describe(failure, ep.host)) from None
+        try:
+            self._sign_in(conn)
+        except LinkError:
+            _quietly_close(conn)
+            raise
         return conn
+
+    def _sign_in(self, conn: smtplib.SMTP) -> None:
+        """AUTH with the password, or XOAUTH2 with an access token that is refreshed once if refused."""
+        user, password = self.config.endpoint.username, self.config.endpoint.password
+        try:
+            if self.tokens is None:
+                if user and password:
+                    conn.login(user, password)
+                return
+            assert user is not None
+            token = self.tokens.token()
+            try:
+                _xoauth2(conn, user, token)
+            except smtplib.SMTPAuthenticationError:
+                _xoauth2(conn, user, self.tokens.refused(token))
+        except smtplib.SMTPAuthenticationError as exc:
+            what = "password" if self.tokens is None else "fresh OAuth2 token (is the grant revoked?)"
+            raise LinkError(ENDPOINT, f"the relay refused the {what} for {user}: {exc.smtp_code} "
+                                      f"{exc.smtp_error.decode('utf-8', 'replace')}") from None
 
     def _connection(self) -> smtplib.SMTP:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = self._connect()
+            try:
+                conn = self._local.conn = self._connect()
+            except LinkError as exc:
+                self.links.failed(ENDPOINT, exc.reason)
+                raise
+            self.links.ok(ENDPOINT)
             with self._lock:
                 self._all.add(conn)
         return conn
@@ -68,6 +109,8 @@ class SmtpClient:
             try:
                 conn = self._connection()
                 refused = conn.sendmail(from_address, [to_address], raw, mail_options=_options(conn, utf8))
+            except LinkError as exc:
+                raise SendError(str(exc), permanent=False, link=True) from None
             except smtplib.SMTPServerDisconnected:
                 self._drop()  # a kept connection the server closed meanwhile: one fresh try
                 if attempt == 2:
@@ -108,6 +151,13 @@ def _options(conn: smtplib.SMTP, utf8: bool) -> list[str]:
         raise SendError("the relay does not offer SMTPUTF8, which an internationalized address needs "
                         "(RFC 6531); the reply cannot be sent through this relay", permanent=True)
     return ["SMTPUTF8"]
+
+
+def _xoauth2(conn: smtplib.SMTP, user: str, token: str) -> None:
+    """AUTH XOAUTH2 with the initial response; an empty line answers the server's error challenge."""
+    answers = iter((xoauth2(user, token),))
+    conn.ehlo_or_helo_if_needed()
+    conn.auth("XOAUTH2", lambda _challenge=None: next(answers, ""), initial_response_ok=True)
 
 
 def _quietly_close(conn: smtplib.SMTP) -> None:

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from mailer.app import App
 from mailer.compose import outbox_key, schedule_reply
-from mailer.db import Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage
+from mailer.db import Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
 from parsing.attachments import judge
 from parsing.message import ParsedMail
 from routing.dedup import ThreadMatch
@@ -84,7 +84,8 @@ def store_attachments(work: Work, message: TicketMessage) -> None:
 
 
 def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context: dict[str, object]) -> None:
-    """The one outbound policy for automatic mail: a usable address, once per key, under the daily cap."""
+    """The one outbound policy for automatic mail: a usable address, once per key, under the daily cap
+    per address and, for senders not verified, under the desk-wide hourly cap (backscatter's ceiling)."""
     ticket = need(work.ticket, "record")
     if normalize_address(to_address) is None:
         event(work, ticket, "no_reply", purpose=purpose, reason="no usable sender address")
@@ -95,8 +96,15 @@ def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context
     if automatic_replies_today(work, to_address) >= work.app.config.dedup.max_auto_replies_per_day:
         event(work, ticket, "no_reply", purpose=purpose, reason=f"daily cap for {to_address} reached")
         return
+    unverified = not need(work.verification, "verify").verified
+    hourly_cap = work.app.config.spam.max_unverified_replies_per_hour
+    if unverified and unverified_replies_last_hour(work) >= hourly_cap:
+        event(work, ticket, "no_reply", purpose=purpose,
+              reason=f"desk-wide cap of {hourly_cap} automatic answers per hour to unverified senders reached")
+        return
     row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose=purpose,
                          key=key, to_address=to_address, replying_to=need(work.message, "record"), context=context)
+    row.unverified = unverified
     work.outbox.append(row)
     if row.status != "failed":  # a mail that could not be composed has its mail_failed event already
         event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
@@ -109,6 +117,13 @@ def automatic_replies_today(work: Work, address: str) -> int:
     since = work.raw.received_at - timedelta(hours=24)
     return work.session.scalar(select(func.count()).where(
         Outbox.to_address == address, Outbox.purpose.in_(AUTOMATIC_PURPOSES), Outbox.created_at >= since)) or 0
+
+
+def unverified_replies_last_hour(work: Work) -> int:
+    """One range on ix_outbox_unverified, as long as the cap at most: cheap to ask for every mail."""
+    since = utcnow() - timedelta(hours=1)
+    return work.session.scalar(select(func.count()).where(
+        Outbox.unverified == true(), Outbox.created_at >= since)) or 0
 
 
 def common_context(work: Work) -> dict[str, object]:

@@ -69,7 +69,7 @@ class ParsedMail:
     has_html: bool
     attachments: tuple[ParsedAttachment, ...]
     headers: dict[str, tuple[str, ...]]  # lower-case name -> decoded values, in order
-    trace: tuple[tuple[str, str], ...]  # Received and Authentication-Results, top first, in their own order
+    trace: tuple[tuple[str, str], ...]  # all header fields (lower-case name, value), top first
     defects: tuple[str, ...]
     language: str
     identifiers: Identifiers
@@ -98,6 +98,7 @@ def parse(raw: bytes) -> ParsedMail:
     message_id, derived = message_id_or_derived(message.get("Message-ID"), sha)
     subject = decode_header_value(message.get("Subject"))
     new_text = strip_quoted(body)
+    trace = tuple((name.lower(), decode_header_value(value)) for name, value in message.items())
     return ParsedMail(
         message_id=message_id,
         message_id_derived=derived,
@@ -115,9 +116,8 @@ def parse(raw: bytes) -> ParsedMail:
         new_text=new_text,
         has_html=bool(html),
         attachments=_attachments(tree.attachments),
-        headers=_headers(message),
-        trace=tuple((name.lower(), decode_header_value(value)) for name, value in message.items()
-                    if name.lower() in ("received", "authentication-results")),
+        headers=_headers(trace),
+        trace=trace,
         defects=tuple(defects),
         language=detect_language(subject, new_text),
         identifiers=extract_identifiers(subject + "\n" + new_text),
@@ -169,10 +169,10 @@ def _text(value: object) -> str:
     return decode_header_value(value) if value is not None else ""  # type: ignore[arg-type]
 
 
-def _headers(message: Message) -> dict[str, tuple[str, ...]]:
+def _headers(trace: tuple[tuple[str, str], ...]) -> dict[str, tuple[str, ...]]:
     headers: dict[str, list[str]] = {}
-    for name, value in message.items():
-        headers.setdefault(name.lower(), []).append(decode_header_value(value))
+    for name, value in trace:
+        headers.setdefault(name, []).append(value)
     return {name: tuple(values) for name, values in headers.items()}
 
 

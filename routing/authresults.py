@@ -2,9 +2,11 @@
 
 Anyone can write an Authentication-Results header into a mail. Only headers carrying our MTA's
 authserv-id, and standing above the Received line our MTA added (it writes on top; what a sender
-forged sits below), are read. Alignment compares organizational domains, approximated as the last
-two labels (three under a two-letter country code with a generic second level, such as co.uk): good
-enough to tell example.com from evil.example, without a public suffix list to keep current.
+forged sits below), are read; `our_block` is that position rule on its own, for any other verdict
+our MTA writes (routing.spam reads spam flags and scores with it). Alignment compares organizational
+domains, approximated as the last two labels (three under a two-letter country code with a generic
+second level, such as co.uk): good enough to tell example.com from evil.example, without a public
+suffix list to keep current.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class AuthResult:
     dmarc: str | None = None  # pass | fail | none | … as our MTA reported
     dkim_domains: tuple[str, ...] = ()  # header.d of passing DKIM signatures
     spf_domain: str | None = None  # smtp.mailfrom domain when SPF passed
+    spf: str | None = None  # pass | fail | softfail | … as our MTA reported
     ignored: int = 0  # headers claiming to be ours or others that were not trusted
     evidence: dict[str, object] = field(default_factory=dict)
 
@@ -44,22 +47,46 @@ def organizational_domain(domain: str) -> str:
     return ".".join(labels[-keep:])
 
 
-def evaluate(trace: tuple[tuple[str, str], ...], authserv_id: str, received_hops: int = 0) -> AuthResult:
-    """Read the trusted Authentication-Results among `trace` (Received and A-R headers, top first).
+@dataclass(frozen=True)
+class OurBlock:
+    """The header fields our MTA wrote: those above its Received line, top first."""
 
-    `received_hops` is how many Received lines of our own MTAs may stand above its A-R header: 0 when the
-    MTA writes A-R on top (Postfix with OpenDKIM/OpenDMARC milters does), 1 when it writes it just below
-    its own Received line.
+    fields: tuple[tuple[str, str], ...]
+    below: tuple[tuple[str, str], ...]  # everything further down, which anyone may have written
+    anchored: bool  # our MTA's Received line was found under `fields`
+
+    def values(self, name: str) -> list[str]:
+        return [value for field_name, value in self.fields if field_name == name]
+
+
+def our_block(trace: tuple[tuple[str, str], ...], received_hops: int = 0) -> OurBlock:
+    """Split the header fields (lower-case name, value; top first) at our MTA's Received line.
+
+    `received_hops` is how many Received lines of our own MTAs may stand above what it writes: 0 when the
+    MTA writes on top (Postfix with milters such as OpenDKIM, OpenDMARC, rspamd or spamass-milter does),
+    1 when it writes just below its own Received line.
     """
-    received = ignored = 0
-    trusted = False
-    results: list[tuple[str, str, dict[str, str]]] = []
-    for name, value in trace:
+    received = 0
+    for index, (name, _value) in enumerate(trace):
         if name == "received":
             received += 1
-            continue
+            if received > received_hops:
+                return OurBlock(trace[:index], trace[index:], anchored=True)
+    return OurBlock(trace, (), anchored=False)
+
+
+def evaluate(trace: tuple[tuple[str, str], ...], authserv_id: str, received_hops: int = 0) -> AuthResult:
+    """Read the trusted Authentication-Results among `trace` (the header fields, top first).
+
+    See `our_block` for `received_hops`.
+    """
+    block = our_block(trace, received_hops)
+    ignored = sum(name == "authentication-results" for name, _ in block.below)
+    trusted = False
+    results: list[tuple[str, str, dict[str, str]]] = []
+    for value in block.values("authentication-results"):
         server, entries = _parse(value)
-        if server != authserv_id.lower() or received > received_hops:
+        if server != authserv_id.lower():
             ignored += 1
             continue
         trusted = True
@@ -69,8 +96,10 @@ def evaluate(trace: tuple[tuple[str, str], ...], authserv_id: str, received_hops
                  if method == "dkim" and result == "pass" and props.get("header.d"))
     spf = next((props.get("smtp.mailfrom", "").rpartition("@")[2].lower() for method, result, props in results
                 if method == "spf" and result == "pass" and props.get("smtp.mailfrom")), None)
-    return AuthResult(trusted=trusted, dmarc=dmarc, dkim_domains=dkim, spf_domain=spf or None, ignored=ignored,
-                      evidence={"dmarc": dmarc, "dkim_pass": list(dkim), "spf_pass": spf, "ignored_headers": ignored})
+    spf_result = next((result for method, result, _ in results if method == "spf"), None)
+    return AuthResult(trusted=trusted, dmarc=dmarc, dkim_domains=dkim, spf_domain=spf or None, spf=spf_result,
+                      ignored=ignored, evidence={"dmarc": dmarc, "spf": spf_result, "dkim_pass": list(dkim),
+                                                 "spf_pass": spf, "ignored_headers": ignored})
 
 
 def _parse(value: str) -> tuple[str, list[tuple[str, str, dict[str, str]]]]:

@@ -11,7 +11,10 @@ open tickets of the window (never anybody else's), so each can be compared exact
 1. the same normalized content (prefixes, quotes, signature, case and spacing removed) is a repeat;
 2. a shared TxID or order ID is a repeat, and keys on both sides that do not meet mean a different
    problem, whatever the wording (two deposits are two tickets);
-3. otherwise Jaccard similarity of character 3-gram shingles at or above the configured threshold.
+3. the same normalized subject (Re:/Fwd:/回复:/AW: … and [#n] tags removed) is a follow-up, unless the
+   two name different user IDs: "still not credited, my UID is 12345678" hours after a long first mail
+   with the TxID shares too few words with it for rule 4, but it is the same conversation;
+4. otherwise Jaccard similarity of character 3-gram shingles at or above the configured threshold.
 
 Exact comparison beats MinHash or SimHash here: those estimate similarity to search millions of
 documents, while blocking by customer leaves a handful, and shingles need no Chinese word segmentation.
@@ -114,6 +117,8 @@ def _compare(ticket: Ticket, mail: ParsedMail, keys: frozenset[str], mine: froze
         if not shared:
             return None  # different transactions or orders: a different problem
         return 2.0, ThreadMatch(ticket, f"names the same {_key_name(min(shared))}", repeat=True)
+    if _same_subject(ticket.subject, mail.subject) and not _other_user(ticket.identifiers, mail):
+        return 1.5, ThreadMatch(ticket, f"a follow-up with the subject of #{ticket.id}", repeat=True)
     first = inbound[0] if inbound else None
     if first is None:
         return None
@@ -121,6 +126,18 @@ def _compare(ticket: Ticket, mail: ParsedMail, keys: frozenset[str], mine: froze
     if similarity >= threshold:
         return similarity, ThreadMatch(ticket, f"text similarity {similarity:.2f} with #{ticket.id}", repeat=True)
     return None
+
+
+def _same_subject(theirs: str, mine: str) -> bool:
+    """Equal once prefixes, tags, case, punctuation and spacing are gone; an empty subject matches nothing."""
+    normalized = normalized_content(mine[:2000], "")
+    return bool(normalized) and normalized == normalized_content(theirs, "")
+
+
+def _other_user(identifiers: dict[str, list[str]], mail: ParsedMail) -> bool:
+    """Both name user IDs and none is shared: a question about another account, not a follow-up."""
+    theirs, mine = set(identifiers.get("user_ids", [])), set(mail.identifiers.user_ids)
+    return bool(theirs and mine and not theirs & mine)
 
 
 def _key_name(key: str) -> str:

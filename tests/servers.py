@@ -24,11 +24,12 @@ instance_name = supportd-test-{tag}
 log_path = {dir}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{mechanisms}
+auth_failure_delay = 0
 mail_location = maildir:{dir}/mail/%u
-passdb {{
+{oauth_passdb}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {dir}/users
 }}
@@ -43,11 +44,29 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
   }}
 }}
 """
 
+DOVECOT_SSL = """ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}"""
+
+DOVECOT_OAUTH_PASSDB = """passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {conf}
+}}
+"""
+
+DOVECOT_OAUTH_CONF = """introspection_mode = post
+introspection_url = {url}
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
 
 USER_POOL = 500
 
@@ -73,20 +92,32 @@ class Dovecot:
 
     kind = "dovecot"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None, introspection_url: str | None = None,
+                 users: int = USER_POOL, extra_conf: str = "") -> None:
+        """`tls`: certificate and key files (then IMAPS listens on `imaps_port` and STARTTLS is offered);
+        `introspection_url`: also accept XOAUTH2/OAUTHBEARER tokens that this RFC 7662 endpoint calls active."""
         self.dir = Path(tempfile.mkdtemp(prefix="supportd-dovecot-"))
         os.chmod(self.dir, 0o755)  # the dovecot user must traverse it to read the users file
         self.port = free_port()
+        self.imaps_port = free_port() if tls else 0
         for sub in ("run", "state", "mail", "home"):
             (self.dir / sub).mkdir()
         # Users are made up front: Dovecot re-reads the file by mtime, which has one-second granularity.
-        self.users = [f"u{i:04d}{uuid.uuid4().hex[:6]}" for i in range(USER_POOL)]
+        self.users = [f"u{i:04d}{uuid.uuid4().hex[:6]}" for i in range(users)]
         (self.dir / "users").write_text("".join(f"{u}:{{PLAIN}}secret::::::\n" for u in self.users))
         os.chmod(self.dir / "users", 0o644)
         for sub in ("mail", "home"):
             os.chown(self.dir / sub, 65534, 65534)
         self.conf = self.dir / "dovecot.conf"
-        self.conf.write_text(DOVECOT_CONF.format(dir=self.dir, port=self.port, tag=uuid.uuid4().hex[:8]))
+        ssl = DOVECOT_SSL.format(cert=tls[0], key=tls[1]) if tls else "ssl = no"
+        oauth_passdb = mechanisms = ""
+        if introspection_url:
+            (self.dir / "oauth2.conf.ext").write_text(DOVECOT_OAUTH_CONF.format(url=introspection_url))
+            oauth_passdb = DOVECOT_OAUTH_PASSDB.format(conf=self.dir / "oauth2.conf.ext")
+            mechanisms = " xoauth2 oauthbearer"
+        self.conf.write_text(DOVECOT_CONF.format(dir=self.dir, port=self.port, tag=uuid.uuid4().hex[:8], ssl=ssl,
+                                                 imaps_port=self.imaps_port, oauth_passdb=oauth_passdb,
+                                                 mechanisms=mechanisms) + extra_conf)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Dovecot:
@@ -105,6 +136,8 @@ class Dovecot:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+            if self.process.stderr is not None:
+                self.process.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
