@@ -156,6 +156,8 @@ STEERING = [
     b"To: support+t1.0000000000@desk.example", b"From: dana@desk.example", b"From: anna.schmidt@example.de",
     b"From: <>", b"From: \"\" <@>", b"From: a@b@c", b"Message-ID: <>", b"Message-ID: <" + b"x" * 995 + b">",
     b"Date: Thu, 31 Feb 2026 25:61:61 +9999", b"X-Supportd-Loop: nope",
+    b"X-Spam-Flag: YES", b"X-Spam-Status: Yes, score=15.2 required=5.0", b"X-Rspamd-Score: nan",
+    b"Received: from mx.example.net by mx.desk.example; Tue, 24 Nov 2026 10:00:00 +0000",
 ]
 
 

@@ -69,10 +69,10 @@ CPYTHON_NOT_MAIL = {"msg_19.txt"}
 CPYTHON_AUTOMATIC = {"msg_05.txt", "msg_16.txt", "msg_25.txt", "msg_32.txt", "msg_33.txt", "msg_43.txt"}
 # The same Message-ID as msg_01 or msg_04, in other MIME dress.
 CPYTHON_DUPLICATES = {"msg_03.txt", "msg_14.txt", "msg_20.txt", "msg_29.txt", "msg_44.txt"}
-# The same sender with the same text again: the "Lyrics" mails (09, 12, 12a after 08), the "dingus
-# fish" (13, 17 after 07) and aperson's empty-subject mails (28, 30).
-CPYTHON_REPEATS = {"msg_09.txt", "msg_12.txt", "msg_12a.txt", "msg_13.txt", "msg_17.txt", "msg_28.txt",
-                   "msg_30.txt"}
+# The same sender with the same text or subject again: the "Lyrics" mails (09, 10, 12, 12a after 08),
+# the "dingus fish" (13, 17 after 07) and aperson's empty-subject mails (28, 30).
+CPYTHON_REPEATS = {"msg_09.txt", "msg_10.txt", "msg_12.txt", "msg_12a.txt", "msg_13.txt", "msg_17.txt",
+                   "msg_28.txt", "msg_30.txt"}
 
 
 def cpython_email_data() -> Path:
