@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from mailer import cli_ops, logs, safety
 from mailer.cli_spam import register as register_spam_commands
 from mailer.config import Config, ConfigError, load_config
 
@@ -37,7 +38,24 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(_config_path(args))
+    return _with_drivers(load_config(_config_path(args)))
+
+
+def _with_drivers(config: Config) -> Config:
+    """Every command stops here, in one line, when the config needs a driver the install lacks."""
+    missing = safety.missing_drivers(config)
+    if missing:
+        raise UserError(missing)
+    return config
+
+
+def _warn(config: Config, *, logged: bool = False) -> None:
+    """check-config prints; a starting daemon logs (so a JSON log stays all JSON)."""
+    for warning in safety.warnings(config):
+        if logged:
+            logging.getLogger("supportd").warning("%s", warning)
+        else:
+            print(f"supportd: warning: {warning}", file=sys.stderr)
 
 
 def _app(args: argparse.Namespace, *, upgrade: bool = True) -> App:
@@ -51,7 +69,8 @@ def _app(args: argparse.Namespace, *, upgrade: bool = True) -> App:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+    config = _with_drivers(load_config(args.file))
+    _warn(config)
     print(f"{args.file}: OK ({len(config.mailboxes)} mailboxes, {len(config.queues)} queues, "
           f"{len(config.rules)} rules, database {config.database_url.split('@')[-1]})")
     if config.dkim and not config.dkim.relay_signs:
@@ -97,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mailer.daemon import Daemon, DaemonError
 
     app = _app(args)
+    _warn(app.config, logged=True)
     if not app.config.mailboxes and not (app.config.lmtp_listen and not args.once):
         raise UserError(f"{app.config.source}: mailboxes: no [[mailboxes]] (or [lmtp] listen) configured, "
                         "nothing to read")
@@ -123,6 +143,7 @@ def cmd_lmtp(args: argparse.Namespace) -> int:
     from mailer.daemon import Daemon
 
     app = _app(args)
+    _warn(app.config, logged=True)
     listen = app.config.lmtp_listen
     if args.listen:
         host, _, port = args.listen.rpartition(":")
@@ -141,6 +162,7 @@ def cmd_lmtp(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import threading
 
+    from mailer.service import Service
     from mailer.workers import Workers
 
     app = _app(args, upgrade=False)
@@ -150,9 +172,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     _on_signals(stop.set)
     workers = Workers(app)
+    service = Service(app, workers, None, main_every=30.0)
     workers.start(args.threads or app.config.broker.worker_threads or 4)
     logging.getLogger("supportd").info("worker running on %s", app.config.broker.url.split("@")[-1])
-    stop.wait()
+    service.ready()
+    while not stop.wait(30.0):
+        service.beat()
+    service.stop()
     workers.stop()
     app.close()
     return EXIT_OK
@@ -225,15 +251,22 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
     from sqlalchemy import update
 
     from mailer.db import RawMessage
+    from mailer.progress import Progress
 
+    if not args.all and not args.ids:
+        raise UserError("give message ids (see `supportd quarantine list`) or --all")
     app = _app(args)
-    with app.db.session() as session:
-        query = update(RawMessage).where(RawMessage.status == "quarantined", RawMessage.stage != "intake")
-        if not args.all:
-            if not args.ids:
-                raise UserError("give message ids (see `supportd quarantine list`) or --all")
-            query = query.where(RawMessage.id.in_(args.ids))
-        count = session.execute(query.values(status="pending", stage=None, error=None)).rowcount
+    retryable = (RawMessage.status == "quarantined", RawMessage.stage != "intake")
+    with app.db.reading() as session:
+        ids = list(session.scalars(select(RawMessage.id).where(*retryable).order_by(RawMessage.id)))
+    ids = ids if args.all else sorted(set(ids) & set(args.ids))
+    count = 0
+    with Progress("mails back in the queue", len(ids)) as shown:
+        for start in range(0, len(ids), 500):  # one short transaction per chunk: the daemon keeps writing
+            with app.db.session() as session:
+                count += session.execute(update(RawMessage).where(*retryable, RawMessage.id.in_(
+                    ids[start:start + 500])).values(status="pending", stage=None, error=None)).rowcount
+            shown.advance(len(ids[start:start + 500]))
     app.close()
     print(f"{count} mails back in the queue")
     return EXIT_OK
@@ -276,6 +309,7 @@ def cmd_storage_new_key(args: argparse.Namespace) -> int:
 def cmd_storage_rotate(args: argparse.Namespace) -> int:
     """Re-encrypt raw mail and attachment files under the first key (or encrypt what was stored plain)."""
     from mailer.db import RawMessage
+    from mailer.progress import Progress, progress
 
     app = _app(args)
     if not app.sealer.enabled:
@@ -283,12 +317,14 @@ def cmd_storage_rotate(args: argparse.Namespace) -> int:
     rows = files = 0
     with app.db.reading() as session:
         ids = list(session.scalars(select(RawMessage.id).order_by(RawMessage.id)))
-    for start in range(0, len(ids), 200):
-        with app.db.session() as session:
-            for raw in session.scalars(select(RawMessage).where(RawMessage.id.in_(ids[start:start + 200]))):
-                raw.raw = app.sealer.reseal(raw.raw)
-                rows += 1
-    for path in app.store.paths():
+    with Progress("raw mails re-encrypted", len(ids)) as shown:
+        for start in range(0, len(ids), 200):
+            with app.db.session() as session:
+                for raw in session.scalars(select(RawMessage).where(RawMessage.id.in_(ids[start:start + 200]))):
+                    raw.raw = app.sealer.reseal(raw.raw)
+                    rows += 1
+            shown.advance(len(ids[start:start + 200]))
+    for path in progress(app.store.paths(), "attachment files re-encrypted"):
         temporary = path.with_name(f".rotate-{path.name}")
         temporary.write_bytes(app.sealer.reseal(path.read_bytes()))
         temporary.replace(path)
@@ -319,15 +355,16 @@ def cmd_sla_report(args: argparse.Namespace) -> int:
 
     reports = report.build(times, lambda t: app.calendars[app.config.sla.policy_for(t.queue, t.priority).calendar],
                            utcnow(), target_hours)
+    reports = report.with_waiting(reports, cli_ops.waiting_tickets(app), app.calendars, utcnow())
     if args.json:
         for item in reports:
             print(json.dumps(item.to_json(), ensure_ascii=False))
     else:
-        print(report.text_table(reports))
+        print(report.text_table(reports) + "\n\n" + report.at_risk_table(reports))
     if args.html:
         bins = [f"{lo}–{hi}h" if hi else f"{lo}h+" for lo, hi in report.BINS]
         page = app.renderer.env.get_template("report/sla.html.j2").render(
-            reports=reports, bins=bins, desk_name=app.config.desk_name,
+            reports=reports, bins=bins, desk_name=app.config.desk_name, at_risk_labels=report.AT_RISK_LABELS,
             period=f"since {args.since}" if args.since else "at any time",
             generated=utcnow().astimezone(app.calendar.zone).strftime("%Y-%m-%d %H:%M %Z"))
         Path(args.html).write_text(page, encoding="utf-8")
@@ -346,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="supportd", description="Email support pipeline daemon.")
     parser.add_argument("--log-level", default=os.environ.get("SUPPORTD_LOG_LEVEL", "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", choices=logs.FORMATS, default=os.environ.get("SUPPORTD_LOG_FORMAT"),
+                        help="json (default when stderr is not a terminal) or text")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
@@ -378,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = command("list", cmd_tickets_list, "list tickets", parent=tickets)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.add_argument("--status", choices=["open", "pending", "closed"])
+    cli_ops.register(sub, tickets, command, _app)
 
     sla = sub.add_parser("sla", help="service levels").add_subparsers(dest="sub", required=True)
     sla_report = command("report", cmd_sla_report, "met and breached first replies per queue", parent=sla)
@@ -407,10 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("dramatiq").setLevel(max(logging.WARNING, logging.getLogger().level))
-    for noisy in ("imapclient", "alembic", "pika"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(args.log_level, args.log_format)
     try:
         return int(args.func(args))
     except ConfigError as exc:

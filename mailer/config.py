@@ -207,6 +207,7 @@ class Config:
     encryption_keys_env: str | None = None  # names the variable holding Fernet keys, newest first
     secret_env: str | None = None  # names the variable holding the ticket-address secret
     lmtp_listen: tuple[str, int] | None = None  # host and port of the LMTP listener, if any
+    http_listen: tuple[str, int] | None = None  # host and port of /metrics, /healthz, /readyz, if any
     dkim: DkimConfig | None = None  # without it, outgoing mail is not signed
 
     @property
@@ -542,6 +543,11 @@ def _lmtp(section: _Section) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+def _http(section: _Section) -> tuple[str, int] | None:
+    """`[http] listen`: the same host:port form as `[lmtp] listen`; off unless given."""
+    return _lmtp(section)
+
+
 def _encryption(section: _Section) -> str | None:
     from mailer.crypto import check_keys
 
@@ -561,6 +567,35 @@ def _trust(section: _Section) -> TrustConfig | None:
                         received_hops=section.int("received_hops", 0, minimum=0))
     section.done()
     return trust
+
+
+STAFF_KEYS = {"specialists", "lead"}
+
+
+def only_staffs_shipped_queues(given: Any, shipped: dict[str, Any]) -> bool:
+    """True when [queues.NAME] tables only name people for shipped queues: the shipped set then stays."""
+    return isinstance(given, dict) and bool(given) and all(
+        name in shipped and isinstance(table, dict) and set(table) <= STAFF_KEYS for name, table in given.items())
+
+
+def staffed_queues(shipped: dict[str, Any], staff: dict[str, Any]) -> dict[str, Any]:
+    return {name: {**table, **staff.get(name, {})} for name, table in shipped.items()}
+
+
+def always_open(time_zone: str) -> CalendarConfig:
+    """The shipped `24x7` calendar: every hour of every day, in the desk's time zone."""
+    whole_day = ((time(0, 0), time(23, 59, 59, 999999)),)
+    return CalendarConfig(time_zone=time_zone, hours={day: whole_day for day in WEEKDAYS})
+
+
+def with_shipped_policies(data: dict[str, Any], routing_data: dict[str, Any],
+                          queues: dict[str, QueueConfig]) -> dict[str, Any]:
+    """Without [[sla.policies]], the shipped ones apply to whichever of their queues exist."""
+    sla = data.get("sla", {})
+    if not isinstance(sla, dict) or "policies" in sla:
+        return data
+    shipped = [policy for policy in routing_data.get("policies", []) if policy.get("queue") in queues]
+    return {**data, "sla": {**sla, "policies": shipped}}
 
 
 def _header_name(section: _Section, key: str, name: str) -> str:
@@ -621,8 +656,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
     database.done()
 
     routing_data = default_routing()
-    if "queues" not in data:
-        data = {**data, "queues": routing_data["queues"]}
+    if "queues" not in data or only_staffs_shipped_queues(data["queues"], routing_data["queues"]):
+        data = {**data, "queues": staffed_queues(routing_data["queues"], data.get("queues", {}))}
         top.data = data
     queues = _queues(top.table("queues"))
     if not queues:
@@ -642,6 +677,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         if name == "default":
             raise named.fail(name, "is the [calendar] table's name; choose another")
         calendars[name] = _calendar(named.table(name))
+    calendars.setdefault("24x7", always_open(calendars["default"].time_zone))
+    top.data = with_shipped_policies(top.data, routing_data, queues)
     desk = top.table("desk")
     config = Config(
         source=source,
@@ -660,6 +697,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         attachments=_attachments(top.table("attachments")),
         encryption_keys_env=_encryption(top.table("encryption")),
         lmtp_listen=_lmtp(top.table("lmtp")),
+        http_listen=_http(top.table("http")),
         dkim=dkim(top.table("dkim"), smtp.from_address, base_dir),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,

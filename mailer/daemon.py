@@ -14,12 +14,13 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from mailer import lease, reconcile
+from mailer import lease, metrics, reconcile
 from mailer.app import App
 from mailer.db import Outbox, RawMessage, utcnow
 from mailer.escalate import escalate, recompute_if_changed
 from mailer.intake import NETWORK_ERRORS, MailboxIntake
 from mailer.lmtp import start_listener
+from mailer.service import Service
 from mailer.tls import LinkError
 from mailer.workers import Workers
 
@@ -134,6 +135,7 @@ class Daemon:
     # --- forever ---------------------------------------------------------------------------------
 
     def run(self) -> None:
+        service = Service(self.app, self.workers, self.holder if self.intakes else None, RECONCILE_EVERY)
         self._start()
         listener = None
         if self.app.config.lmtp_listen:
@@ -145,11 +147,14 @@ class Daemon:
             thread.start()
         log.info("supportd running: %d mailboxes, broker %s", len(self.intakes),
                  "embedded" if self.app.config.broker.embedded else self.app.config.broker.url.split("@")[-1])
+        service.ready()
         try:
             while not self.stop_event.wait(RECONCILE_EVERY):
                 self._reconcile(settled_for=SETTLED_FOR)
                 self.workers.sla_actor.send()
+                service.beat()
         finally:
+            service.stop()
             log.info("stopping: finishing work in hand")
             if listener is not None:
                 listener.stop()
@@ -166,6 +171,7 @@ class Daemon:
             if renew():
                 intake.run(self.stop_event, renew)
             else:
+                metrics.mailbox_standby(intake.config.name, lease.LEASE_TTL.total_seconds())
                 self.stop_event.wait(lease.LEASE_TTL.total_seconds() / 4)  # hot standby
 
 

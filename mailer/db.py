@@ -103,7 +103,8 @@ class RawMessage(Base):
 
 class Ticket(Base):
     __tablename__ = "tickets"
-    __table_args__ = (Index("ix_ticket_customer_status", "customer_email", "status"),)
+    __table_args__ = (Index("ix_ticket_customer_status", "customer_email", "status"),
+                      Index("ix_ticket_status_queue", "status", "queue"))  # open tickets per queue, at scrape time
 
     id: Mapped[int] = mapped_column(primary_key=True)  # the ticket number customers see as [#id]
     queue: Mapped[str] = mapped_column(String(64))

@@ -14,6 +14,7 @@ from datetime import datetime
 import holidays
 from sqlalchemy import select
 
+from mailer import metrics
 from mailer.app import App
 from mailer.compose import schedule_reply
 from mailer.db import Setting, Ticket, TicketEvent, TicketMessage
@@ -79,6 +80,7 @@ def _raise(app: App, session, ticket: Ticket, alert: Alert, now: datetime) -> li
         previous, ticket.priority = ticket.priority, PRIORITY_AFTER_BREACH[ticket.priority]
         detail.update(priority=ticket.priority, previous_priority=previous)
     session.add(TicketEvent(ticket=ticket, kind=f"sla_{alert.kind}", at=now, detail=detail))
+    metrics.sla_alert(alert.kind, alert.clock, ticket.queue)
     lead = app.config.queues[ticket.queue].lead
     last = session.scalar(select(TicketMessage).where(TicketMessage.ticket_id == ticket.id)
                           .order_by(TicketMessage.id.desc()).limit(1))

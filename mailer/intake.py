@@ -26,6 +26,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import SocketTimeout
 from sqlalchemy import select, update
 
+from mailer import metrics
 from mailer.config import MailboxConfig
 from mailer.crypto import Sealer
 from mailer.db import Checkpoint, Database, RawMessage, utcnow
@@ -155,6 +156,7 @@ class MailboxIntake:
         self.uidvalidity = uidvalidity
         uids = sorted(uid for uid in client.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
         if not uids:
+            metrics.mailbox_synced(self.config.name)
             return []
         sizes = {uid: int(data.get(b"RFC822.SIZE", 0)) for uid, data in client.fetch(uids, ["RFC822.SIZE"]).items()}
         stored: list[int] = []
@@ -163,6 +165,8 @@ class MailboxIntake:
             ids = self._store(uidvalidity, rows, max(batch))
             stored += ids
             self.on_stored(ids)
+            metrics.mails_fetched(self.config.name, len(batch))
+        metrics.mailbox_synced(self.config.name)
         log.info("%s: stored %d new mails (UID %d..%d)", self.config.name, len(stored), uids[0], uids[-1])
         return stored
 
@@ -263,10 +267,12 @@ class MailboxIntake:
             try:
                 client = self.connect()
             except LinkError as exc:  # the operator must act; keep trying slowly meanwhile
+                metrics.mailbox_failed(self.config.name, exc)
                 log.error("%s; retrying in %.0fs", exc, MAX_BACKOFF)
                 stop.wait(MAX_BACKOFF)
                 continue
             except NETWORK_ERRORS as exc:
+                metrics.mailbox_failed(self.config.name, exc)
                 delay = max(delay, throttle_delay(exc) or 0)
                 log.warning("%s: cannot connect (%s); retrying in %.0fs", self.config.name, exc, delay)
                 stop.wait(delay)
@@ -277,9 +283,11 @@ class MailboxIntake:
                 self._serve(client, stop, keep_lease)
             except LinkError as exc:
                 self.links.failed(endpoint_name(self.config), exc.reason)
+                metrics.mailbox_failed(self.config.name, exc)
                 log.error("%s", exc)
                 stop.wait(MAX_BACKOFF)
             except NETWORK_ERRORS as exc:
+                metrics.mailbox_failed(self.config.name, exc)
                 log.warning("%s: connection lost (%s); reconnecting", self.config.name, exc)
                 stop.wait(max(delay, throttle_delay(exc) or 0))
             finally:
@@ -300,9 +308,16 @@ class MailboxIntake:
         client.idle()
         try:
             deadline = time.monotonic() + self.config.idle_timeout
+            empty_at_once = 0
             while not stop.is_set() and time.monotonic() < deadline:
+                asked = time.monotonic()
                 if client.idle_check(timeout=1.0) or self.unmarked():
                     return
+                # imapclient answers [] at once, forever, when the server has closed the connection (EOF
+                # is swallowed): without this the loss shows only at the end of the IDLE round.
+                empty_at_once = empty_at_once + 1 if time.monotonic() - asked < 0.1 else 0
+                if empty_at_once >= 3:
+                    raise ConnectionResetError("the server closed the connection during IDLE")
         finally:
             client.idle_done()
 

@@ -16,6 +16,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 from sqlalchemy import func, select
 
+from mailer import metrics
 from mailer.app import App
 from mailer.db import RawMessage
 from mailer.intake import raw_row
@@ -38,6 +39,7 @@ class LmtpHandler:
         except Exception as exc:  # the MTA keeps the mail and tries again later
             log.warning("lmtp: could not store a mail (%s)", exc)
             return "\r\n".join(["451 4.3.0 not stored, try again later"] * count)
+        metrics.mail_pushed(MAILBOX)
         self.enqueue([raw_id])
         return "\r\n".join([f"250 2.0.0 stored as {raw_id}"] * count)
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy import insert, select, update
 
+from mailer import metrics
 from mailer.app import App
 from mailer.compose import recompose
 from mailer.db import Outbox, TicketEvent, utcnow
@@ -52,6 +53,7 @@ def deliver(app: App, outbox_id: int) -> Delivery:
                 ticket_id=claimed.ticket_id, kind="mail_sent", actor="supportd", at=utcnow(),
                 detail={"purpose": claimed.purpose, "to": claimed.to_address, "message_id": claimed.message_id,
                         "attempts": claimed.attempts}))
+    metrics.reply_sent(app, outbox_id, claimed.purpose, claimed.ticket_id)
     return Delivery(outbox_id, "sent")
 
 
@@ -97,6 +99,7 @@ def _record_failure(app: App, outbox_id: int, attempts: int, exc: SendError) -> 
                                                 "error": str(exc), "attempts": attempts}))
         else:
             row.status, row.next_attempt_at = "pending", utcnow() + delay
+        metrics.reply_not_sent(row.purpose, give_up)
     log.warning("outbox %s: %s (%s)", outbox_id, exc, "giving up" if give_up else f"retry in {delay}")
     return Delivery(outbox_id, "failed") if give_up else Delivery(outbox_id, "retry", delay)
 

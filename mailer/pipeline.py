@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from mailer import metrics
 from mailer.app import App
 from mailer.db import Account, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
@@ -42,7 +43,7 @@ from parsing.identifiers import extract_identifiers
 from parsing.message import parse, without_body
 from parsing.normalize import content_hash
 from parsing.secrets import kind_names, redact
-from routing.authresults import evaluate
+from routing.authresults import evaluate, reported_dmarc_failures
 from routing.autoreply import automatic_reason
 from routing.dedup import find_exact_duplicate, find_repeat, find_thread
 from routing.verify import SPOOFED, VERIFIED, AccountRef, Verification, verify_sender
@@ -90,6 +91,7 @@ def match_bounce(work: Work) -> bool:
               "status": report.status, "diagnostic": report.diagnostic}
     if report.action == "failed":
         row.status, row.last_error = "bounced", f"{report.status} {report.diagnostic}".strip()[:2000]
+        metrics.reply_bounced(row.purpose)
     if row.ticket_id:
         work.session.add(TicketEvent(ticket_id=row.ticket_id, kind="bounced" if report.action == "failed"
                                      else f"delivery_{report.action}", detail=detail))
@@ -150,10 +152,15 @@ def route(work: Work) -> bool:
 
 
 def authenticate(work: Work) -> bool:
-    """A registered address counts only if our MTA's report meets the queue's policy; otherwise spoofed."""
+    """A registered address counts only if our MTA's report meets the queue's policy; otherwise spoofed.
+
+    Without [trust] no header can be told from a forged one; a reported DMARC failure for the From
+    domain still makes the sender spoofed (believing a failure can only ever hurt the forger)."""
     trust, verification = work.app.config.trust, need(work.verification, "verify")
-    if trust is None or verification.status != VERIFIED or verification.address is None:
+    if verification.status != VERIFIED or verification.address is None:
         return True
+    if trust is None:
+        return refuse_reported_dmarc_failure(work, verification)
     auth = evaluate(need(work.mail, "parse").trace, trust.authserv_id, trust.received_hops)
     queue = work.thread.ticket.queue if work.thread is not None else need(work.route, "route").queue
     policy = work.app.config.queues[queue].auth_policy
@@ -167,6 +174,18 @@ def authenticate(work: Work) -> bool:
     else:
         work.verification = replace(verification, evidence={**verification.evidence, "policy": policy,
                                                             "authentication": auth.evidence})
+    return True
+
+
+def refuse_reported_dmarc_failure(work: Work, verification: Verification) -> bool:
+    domain = (verification.address or "").rpartition("@")[2]
+    servers = reported_dmarc_failures(need(work.mail, "parse").trace, domain)
+    if servers:
+        work.verification = Verification(SPOOFED, verification.address, None, evidence={
+            "reason": "an Authentication-Results header reports a DMARC failure for the From domain "
+                      "(no [trust] configured: any such report counts)", "reported_by": servers[:5]})
+        if work.thread is not None and work.thread.by_tag:
+            work.thread = None
     return True
 
 
@@ -343,7 +362,7 @@ def _run_stages(app: App, session: Session, raw_id: int) -> Result:
     work = Work(app, session, raw)
     for name, stage in STAGES:
         try:
-            if not stage(work):
+            if not metrics.timed_stage(name, stage, work):
                 break
         except Exception as exc:
             raise StageFailed(name, exc) from exc
@@ -352,14 +371,15 @@ def _run_stages(app: App, session: Session, raw_id: int) -> Result:
         session.flush()
     except DataError as exc:  # a value the schema refuses: this mail's fault or ours, never the batch's
         raise StageFailed("record", exc) from exc
+    metrics.mail_done(work)
     return Result(raw_id, work.outcome, raw.ticket_id, tuple(row.id for row in work.outbox))
 
 
 def _quarantine(session: Session, raw_id: int, stage: str, cause: BaseException) -> None:
-    log.warning("quarantined message %s at stage %s: %s", raw_id, stage, cause)
     log.debug("".join(traceback.format_exception(cause)))
     raw = session.get(RawMessage, raw_id)
     if raw is not None and raw.status == "pending":
+        metrics.mail_quarantined(raw, stage, cause)
         raw.status, raw.stage, raw.processed_at = "quarantined", stage, utcnow()
         raw.error = f"{type(cause).__name__}: {cause}"[:4000]
 

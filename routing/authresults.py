@@ -102,6 +102,26 @@ def evaluate(trace: tuple[tuple[str, str], ...], authserv_id: str, received_hops
                                                  "spf_pass": spf, "ignored_headers": ignored})
 
 
+def reported_dmarc_failures(trace: tuple[tuple[str, str], ...], from_domain: str) -> list[str]:
+    """authserv-ids of every Authentication-Results header reporting dmarc=fail for the From domain.
+
+    Used without [trust], when no header can be told from a forged one. Believing a *failure* from any
+    header is safe: a forger can only make their own mail count as unauthenticated, never pass.
+    A DMARC entry without header.from is about this mail's From, so it counts too.
+    """
+    org = organizational_domain(from_domain)
+    servers = []
+    for name, value in trace:
+        if name != "authentication-results":
+            continue
+        server, entries = _parse(value)
+        if any(method == "dmarc" and result == "fail"
+               and organizational_domain(props.get("header.from", from_domain)) == org
+               for method, result, props in entries):
+            servers.append(server)
+    return servers
+
+
 def _parse(value: str) -> tuple[str, list[tuple[str, str, dict[str, str]]]]:
     """authserv-id and (method, result, properties) of one header value; comments dropped."""
     parts = [p.strip() for p in _COMMENT.sub(" ", value).split(";")]

@@ -1,5 +1,9 @@
 """The SLA report: per queue, how many tickets met or breached their first-reply target, and how long
-first replies took in business time (median and 90th percentile), with a histogram for the HTML page."""
+first replies took in business time (median and 90th percentile), with a histogram for the HTML page.
+
+The lead's at-risk view sits beside it: the tickets waiting on the desk now, by business time left to
+their next due time (overdue, within 4 business hours, within a business day, later), per queue.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from sla.calendar import BusinessCalendar
+from sla.calendar import BusinessCalendar, parse_duration
 
 # Histogram bins in business hours: what a person reads at a glance.
 BINS = ((0, 1), (1, 2), (2, 4), (4, 8), (8, 16), (16, 32), (32, None))
+# Time left to the due time of a waiting ticket, in the words of the at-risk view.
+AT_RISK = ("overdue", "within_4h", "within_1d", "later")
+AT_RISK_LABELS = {"overdue": "overdue", "within_4h": "due within 4 business hours",
+                  "within_1d": "due within a business day", "later": "due later"}
+_FOUR_HOURS, _ONE_DAY = parse_duration("4 business hours"), parse_duration("1 business day")
 
 
 @dataclass
@@ -25,6 +34,7 @@ class QueueReport:
     p90_hours: float | None = None
     histogram: list[int] = field(default_factory=lambda: [0] * len(BINS))
     target_hours: float | None = None  # the first-reply target of the queue's normal priority
+    at_risk: dict[str, int] = field(default_factory=lambda: dict.fromkeys(AT_RISK, 0))  # waiting now, by time left
 
     def bin_colours(self) -> list[str]:
         """Green below the target, amber for the bin that holds it, red beyond."""
@@ -75,6 +85,45 @@ def build(tickets: Iterable[TicketTimes], calendar_for: Callable[[TicketTimes], 
         reports[queue].median_hours = round(_percentile(values, 0.5), 2)
         reports[queue].p90_hours = round(_percentile(values, 0.9), 2)
     return sorted(reports.values(), key=lambda r: r.queue)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A ticket waiting on the desk: its next due time (first reply, else resolution) and its calendar."""
+
+    queue: str
+    due: datetime
+    calendar: str
+
+
+def time_left(calendar: BusinessCalendar, due: datetime, now: datetime) -> str:
+    if due <= now:
+        return "overdue"
+    if due <= calendar.add(now, _FOUR_HOURS):
+        return "within_4h"
+    return "within_1d" if due <= calendar.add(now, _ONE_DAY) else "later"
+
+
+def with_waiting(reports: list[QueueReport], waiting: Iterable[Waiting], calendars: dict[str, BusinessCalendar],
+                 now: datetime) -> list[QueueReport]:
+    """Add the at-risk counts; a queue with waiting tickets and nothing answered yet still gets its row."""
+    by_queue = {r.queue: r for r in reports}
+    for ticket in waiting:
+        report = by_queue.setdefault(ticket.queue, QueueReport(ticket.queue))
+        calendar = calendars.get(ticket.calendar) or calendars["default"]
+        report.at_risk[time_left(calendar, ticket.due, now)] += 1
+    return sorted(by_queue.values(), key=lambda r: r.queue)
+
+
+def at_risk_table(reports: list[QueueReport]) -> str:
+    header = f"{'queue':<10} {'overdue':>8} {'< 4 bh':>7} {'< 1 bd':>7} {'later':>6}"
+    lines = ["Waiting tickets by business time left to their due time (bh: business hours, bd: business day)",
+             header, "-" * len(header)]
+    for r in reports:
+        risk = r.at_risk
+        lines.append(f"{r.queue:<10} {risk['overdue']:>8} {risk['within_4h']:>7} {risk['within_1d']:>7} "
+                     f"{risk['later']:>6}")
+    return "\n".join(lines)
 
 
 def _bin(hours: float) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -121,23 +122,33 @@ class Dovecot:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Dovecot:
+        # A process group of its own: stopping it stops its imap processes too, closing every connection.
         self.process = subprocess.Popen(["dovecot", "-F", "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE)
+                                        stderr=subprocess.PIPE, start_new_session=True)
         wait_for_port(self.port)
         return self
 
     def new_mailbox(self) -> Mailbox:
         return Mailbox("127.0.0.1", self.port, self.users.pop(), "secret")
 
-    def stop(self) -> None:
+    def halt(self, how: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the server but keep its mail: `start()` brings the same mailboxes back (outage tests).
+
+        SIGTERM is an orderly stop (clients get BYE); SIGKILL a crash (connections just close)."""
         if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, how)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
             if self.process.stderr is not None:
                 self.process.stderr.close()
+            self.process = None
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -155,3 +155,34 @@ def test_a_calendar_change_recomputes_open_tickets(make_config: ConfigFactory, m
     assert run_once(path) == 0  # unchanged config: nothing recomputed again
     assert [e.kind for e in ticket(app).events].count("sla_recomputed") == 1
     app.close()
+
+
+def test_at_risk_view_shows_waiting_tickets_by_time_left(make_config: ConfigFactory, mailbox: Mailbox,
+                                                         smtp_sink: SmtpSink, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing answered yet: the page still shows what is overdue and what comes due soon, per queue."""
+    path, app = sla_desk(make_config, tmp_path)  # kyc: 4 business hours on a 24x7 calendar
+    customers = ("kenji@example.jp", "omar@example.com", "anna.schmidt@example.de", "li.wei@example.cn")
+    mailbox.append(*(text_mail(who, "KYC verification problem", "selfie rejected", f"<risk{i}@x>")
+                     for i, who in enumerate(customers)))
+    assert run_once(path) == 0
+    with app.db.session() as session:  # due: 1 h ago, in 2 h, in 10 h, in 3 days; the last waits on the customer
+        ids = sorted(session.scalars(select(Ticket.id)))
+        for number, hours in zip(ids, (-1, 2, 10, 72), strict=True):
+            row = session.get(Ticket, number)
+            assert row is not None
+            row.first_response_due = row.created_at + timedelta(hours=hours)
+        session.execute(update(Ticket).where(Ticket.id == ids[3]).values(status="pending"))
+    capsys.readouterr()
+    page = tmp_path / "sla.html"
+    assert main(["sla", "report", "--config", str(path), "--json", "--html", str(page)]) == 0
+    [kyc] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert kyc["responded"] == 0
+    assert kyc["at_risk"] == {"overdue": 1, "within_4h": 1, "within_1d": 1, "later": 0}
+    html = page.read_text()
+    assert "At risk now" in html and 'title="overdue: 1"' in html and 'title="due within 4 business hours: 1"' in html
+    assert main(["sla", "report", "--config", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "Waiting tickets by business time left" in text
+    assert [line.split() for line in text.splitlines() if line.startswith("kyc")][-1] == ["kyc", "1", "1", "1", "0"]
+    app.close()
