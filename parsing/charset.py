@@ -66,8 +66,11 @@ def _decode(data: bytes, charset: str | None) -> tuple[str, str | None]:
         if charset:
             return text, f"text is not valid {charset}; read as {fallback}"
         return text, None
-    used = codec or "utf-8"
-    return data.decode(used, errors="replace"), f"undecodable bytes in {charset or 'unlabelled'} text replaced"
+    try:
+        text = data.decode(codec or "utf-8", errors="replace")
+    except (UnicodeError, ValueError):  # punycode and idna cannot replace: they raise whatever the handler
+        text = data.decode("utf-8", errors="replace")
+    return text, f"undecodable bytes in {charset or 'unlabelled'} text replaced"
 
 
 def _unescape_raw(text: str) -> str:

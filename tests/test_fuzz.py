@@ -114,3 +114,14 @@ def test_no_stage_after_parse_fails_on_postgresql(tmp_path: Path, pg_url: str) -
     fuzzer = run_fuzz(tmp_path, 100, derandomize=True, database_url=pg_url)
     print("\n" + fuzzer.report())
     assert sum(fuzzer.outcomes.values()) >= 100
+
+
+@pytest.mark.parametrize("charset", ["punycode", "idna", "rot13", "base64", "gb2312\x00", "undefined", "utf-7"])
+def test_charsets_the_fuzzer_found_are_read(charset: str) -> None:
+    """Found by the fuzzer: codecs that refuse errors="replace", non-text codecs, NUL bytes in labels."""
+    from parsing.message import parse
+
+    raw = (f"From: a@b.example\r\nSubject: x\r\nContent-Type: text/plain; charset=\"{charset}\"\r\n\r\n"
+           ).encode() + b"my deposit \xff\x95 is missing\x00\r\n"
+    mail = parse(raw)
+    assert "deposit" in mail.text and "\x00" not in mail.text
