@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from mailer import cli_ops, logs, safety
+from mailer.cli_retention import register as register_retention_commands
 from mailer.cli_spam import register as register_spam_commands
 from mailer.config import Config, ConfigError, load_config
 
@@ -112,6 +113,11 @@ def _on_signals(handler: Callable[[], None]) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
+def _on_reload(handler: Callable[[], None]) -> None:
+    """SIGHUP (systemctl reload): the handler only notes the request; the main loop acts on it."""
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: handler())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from mailer.daemon import Daemon, DaemonError
 
@@ -132,6 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         return EXIT_OK
     _on_signals(daemon.stop)
+    _on_reload(daemon.request_reload)
     daemon.run()
     return EXIT_OK
 
@@ -155,6 +162,7 @@ def cmd_lmtp(args: argparse.Namespace) -> int:
     app.config = replace(app.config, mailboxes=(), lmtp_listen=listen)
     daemon = Daemon(app)
     _on_signals(daemon.stop)
+    _on_reload(daemon.request_reload)
     daemon.run()
     return EXIT_OK
 
@@ -162,6 +170,7 @@ def cmd_lmtp(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import threading
 
+    from mailer.reload import reload_workers, retire
     from mailer.service import Service
     from mailer.workers import Workers
 
@@ -171,16 +180,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
                         "RabbitMQ URL (the embedded broker's workers run inside `supportd run`)")
     stop = threading.Event()
     _on_signals(stop.set)
+    reload_requested = threading.Event()
+    _on_reload(reload_requested.set)
     workers = Workers(app)
     service = Service(app, workers, None, main_every=30.0)
     workers.start(args.threads or app.config.broker.worker_threads or 4)
     logging.getLogger("supportd").info("worker running on %s", app.config.broker.url.split("@")[-1])
     service.ready()
-    while not stop.wait(30.0):
+    retired: list[App] = []
+    while not stop.wait(1.0):
+        if reload_requested.is_set():
+            reload_requested.clear()
+            retired += reload_workers(workers)
         service.beat()
     service.stop()
     workers.stop()
-    app.close()
+    for old in retired:
+        retire(old, workers.app)
+    workers.app.close()
     return EXIT_OK
 
 
@@ -316,7 +333,7 @@ def cmd_storage_rotate(args: argparse.Namespace) -> int:
         raise UserError(f"{app.config.source}: encryption.keys_env: not configured; nothing to rotate to")
     rows = files = 0
     with app.db.reading() as session:
-        ids = list(session.scalars(select(RawMessage.id).order_by(RawMessage.id)))
+        ids = list(session.scalars(select(RawMessage.id).where(RawMessage.purged_at.is_(None)).order_by(RawMessage.id)))
     with Progress("raw mails re-encrypted", len(ids)) as shown:
         for start in range(0, len(ids), 200):
             with app.db.session() as session:
@@ -442,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     resend.add_argument("ids", nargs="*", type=int)
     resend.add_argument("--all", action="store_true")
     register_spam_commands(sub, command, _app)
+    register_retention_commands(sub, command, _app)
     return parser
 
 

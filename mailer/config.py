@@ -84,6 +84,8 @@ class BrokerConfig:
     url: str = "embedded"
     worker_threads: int = 4
     namespace: str = "supportd"
+    # How often the ledger is compared with the broker; work is re-sent after twice this unfinished.
+    reconcile_interval: float = 30.0
 
     @property
     def embedded(self) -> bool:
@@ -181,6 +183,20 @@ class SpamConfig:
     max_unverified_replies_per_hour: int = 60  # desk-wide, automatic answers to senders not verified
 
 
+# Five years: the usual record-keeping duty of a financial firm for customer correspondence.
+RETENTION_MINIMUM_DAYS = 5 * 365
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long each kind of record is kept (None: for ever); `supportd purge` applies it (mailer.retention)."""
+
+    raw_mail_days: int | None = None
+    attachments_days: int | None = None
+    closed_tickets_days: int | None = None
+    minimum_days: int = RETENTION_MINIMUM_DAYS  # nothing may be configured to go sooner
+
+
 @dataclass(frozen=True)
 class Config:
     source: str
@@ -209,6 +225,7 @@ class Config:
     lmtp_listen: tuple[str, int] | None = None  # host and port of the LMTP listener, if any
     http_listen: tuple[str, int] | None = None  # host and port of /metrics, /healthz, /readyz, if any
     dkim: DkimConfig | None = None  # without it, outgoing mail is not signed
+    retention: RetentionConfig = RetentionConfig()
 
     @property
     def support_address(self) -> str:
@@ -393,7 +410,8 @@ def _broker(section: _Section) -> BrokerConfig:
     if url != "embedded" and urlsplit(url).scheme not in ("redis", "rediss", "amqp", "amqps"):
         raise section.fail("url", f'must be "embedded", redis://… or amqp://…; got {url!r}')
     broker = BrokerConfig(url=url, worker_threads=section.int("worker_threads", 4, minimum=0),
-                          namespace=section.str("namespace", "supportd"))
+                          namespace=section.str("namespace", "supportd"),
+                          reconcile_interval=section.number("reconcile_interval", 30.0, minimum=0.5))
     section.done()
     return broker
 
@@ -619,6 +637,19 @@ def _spam(section: _Section) -> SpamConfig:
     return spam
 
 
+def _retention(section: _Section) -> RetentionConfig:
+    minimum = section.int("minimum_days", RETENTION_MINIMUM_DAYS, minimum=0)
+    kept: dict[str, int | None] = {}
+    for name in ("raw_mail_days", "attachments_days", "closed_tickets_days"):
+        days = section.int(name, 0, minimum=1) if name in section.data else None
+        if days is not None and days < minimum:
+            raise section.fail(name, f"{days} days is shorter than the record-keeping minimum of {minimum} days "
+                                     f"({section.key('minimum_days')})")
+        kept[name] = days
+    section.done()
+    return RetentionConfig(minimum_days=minimum, **kept)
+
+
 def default_routing() -> dict[str, Any]:
     """The shipped queues and rules (routing/default_rules.toml), used when the config names none."""
     text = resources.files("routing").joinpath("default_rules.toml").read_text(encoding="utf-8")
@@ -699,6 +730,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         lmtp_listen=_lmtp(top.table("lmtp")),
         http_listen=_http(top.table("http")),
         dkim=dkim(top.table("dkim"), smtp.from_address, base_dir),
+        retention=_retention(top.table("retention")),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,
         default_language=desk.choice("language", ("en", "zh"), "en"),

@@ -99,6 +99,8 @@ class RawMessage(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # Why a mail was held as spam (routing.spam), and who released it: see mailer.spam.
     verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # Set when retention dropped the bytes (mailer.retention); Message-ID and SHA-256 stay for dedup.
+    purged_at: Mapped[datetime | None]
 
 
 class Ticket(Base):
@@ -126,6 +128,8 @@ class Ticket(Base):
     # The resolution clock: stopped while paused (waiting on the customer, or closed), in business time.
     paused_at: Mapped[datetime | None]
     paused_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    # Set when retention anonymised the closed ticket (mailer.retention): number and events stay.
+    purged_at: Mapped[datetime | None]
 
     messages: Mapped[list[TicketMessage]] = relationship(back_populates="ticket", order_by="TicketMessage.id")
     events: Mapped[list[TicketEvent]] = relationship(back_populates="ticket", order_by="TicketEvent.id")
@@ -166,7 +170,10 @@ class Attachment(Base):
     declared_type: Mapped[str | None] = mapped_column(String(255))  # what the sender claimed
     refused_reason: Mapped[str | None] = mapped_column(String(300))  # set: content was not stored
     size: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # index: is the content still referenced?
+    # Set when retention released this reference to the content (mailer.retention); the file goes
+    # once no reference is left.
+    purged_at: Mapped[datetime | None]
 
     message: Mapped[TicketMessage] = relationship(back_populates="attachments")
 
@@ -209,6 +216,8 @@ class Outbox(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_at: Mapped[datetime | None]
+    # Which process claimed it (mailer.lease.process_id): a dead claimant's rows go back at once.
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)

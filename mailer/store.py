@@ -29,8 +29,12 @@ class ContentStore:
     def put(self, content: bytes) -> str:
         sha256 = hashlib.sha256(content).hexdigest()
         path = self.path_for(sha256)
-        if path.exists():
+        try:
+            # Touched, not rewritten: retention keeps a file that a mail has just referenced again.
+            os.utime(path)
             return sha256
+        except FileNotFoundError:
+            pass
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
         try:

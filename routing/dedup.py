@@ -69,7 +69,8 @@ def find_thread(session: Session, mail: ParsedMail, customer: str | None) -> Thr
     if referenced:
         hit = session.scalars(
             select(TicketMessage).where(TicketMessage.message_id.in_(referenced[-50:])).limit(1)).first()
-        if hit is not None:
+        # An anonymised ticket (mailer.retention) has no customer left to continue with: a new one opens.
+        if hit is not None and hit.ticket.purged_at is None:
             return ThreadMatch(hit.ticket, f"replies to {hit.message_id}")
     if customer:
         for number in TICKET_TAG.findall(mail.subject):
