@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.config_transport import DkimConfig, TransportSecurity, dkim, transport_security
 from parsing.attachments import Limits as AttachmentLimits
+from parsing.language import SHIPPED, fallback_chain, normalize_tag
 
 DONE_ACTIONS = ("seen", "flagged", "move", "none")
 PRIORITIES = ("low", "normal", "high", "urgent")
@@ -198,6 +199,16 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class HelpConfig:
+    """The knowledge base suggested in acknowledgements (routing/help.py); loaded and checked at start."""
+
+    articles: tuple[Any, ...]  # routing.help.Article
+    folder: Path
+    min_score: float = 3.5
+    max_suggestions: int = 3
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     mailboxes: tuple[MailboxConfig, ...]
@@ -223,6 +234,8 @@ class Config:
     encryption_keys_env: str | None = None  # names the variable holding Fernet keys, newest first
     secret_env: str | None = None  # names the variable holding the ticket-address secret
     lmtp_listen: tuple[str, int] | None = None  # host and port of the LMTP listener, if any
+    help: HelpConfig | None = None  # without it, acknowledgements suggest no articles
+    qa_share: float = 0.0  # [qa] share: the part of each specialist's closed tickets a week the lead reviews
     http_listen: tuple[str, int] | None = None  # host and port of /metrics, /healthz, /readyz, if any
     dkim: DkimConfig | None = None  # without it, outgoing mail is not signed
     retention: RetentionConfig = RetentionConfig()
@@ -420,12 +433,19 @@ def _queues(section: _Section) -> dict[str, QueueConfig]:
     queues: dict[str, QueueConfig] = {}
     for name in section.data:
         sub = section.table(name)
-        title = {lang: sub.str(f"title_{lang}", name) for lang in ("en", "zh")}
+        title = _titles(sub, name)
         queues[name] = QueueConfig(name=name, title=title, specialists=sub.strings("specialists"),
                                    lead=sub.str("lead"),
                                    auth_policy=sub.choice("auth_policy", ("none", "aligned", "dmarc"), "none"))
         sub.done()
     return queues
+
+
+def _titles(section: _Section, name: str) -> dict[str, str]:
+    """A queue's title in every shipped language: `title_<tag>` where given, else along the fallback chain."""
+    given = {tag: section.str(f"title_{tag}") for tag in SHIPPED}
+    given["zh-Hans"] = given["zh-Hans"] or section.str("title_zh")  # the key before there were two Chinese
+    return {tag: next((given[t] for t in fallback_chain(tag) if given.get(t)), name) for tag in SHIPPED}
 
 
 def _rule(section: _Section, queues: dict[str, QueueConfig]) -> RuleConfig:
@@ -543,6 +563,24 @@ def _attachments(section: _Section) -> AttachmentLimits:
     return limits
 
 
+def _language(section: _Section) -> str:
+    tag = normalize_tag(section.str("language", "en"))
+    if tag is None:
+        raise section.fail("language", f"must be a language the desk answers in ({', '.join(SHIPPED)}); "
+                                       f"got {section.data.get('language')!r}")
+    return tag
+
+
+def _check_templates(directory: Path) -> None:
+    """A template that does not parse or reads a variable nobody provides would fail every such reply."""
+    from templates import check_override
+
+    errors = [p for p in check_override(directory) if p.error]
+    if errors:
+        more = f" (and {len(errors) - 1} more: supportd check-config lists them)" if len(errors) > 1 else ""
+        raise ConfigError(str(errors[0].path), errors[0].key, errors[0].reason + more)
+
+
 def _secret_env(section: _Section) -> str | None:
     variable = section.str("secret_env")
     if variable is not None and len(os.environ.get(variable, "")) < 16:
@@ -637,6 +675,30 @@ def _spam(section: _Section) -> SpamConfig:
     return spam
 
 
+def _help(section: _Section, base_dir: Path) -> HelpConfig | None:
+    from routing.help import ArticleError, load_articles
+
+    if not section.data:
+        return None
+    folder = base_dir / section.str("articles", required=True)
+    try:
+        articles = load_articles(folder)
+    except ArticleError as exc:
+        raise section.fail("articles", str(exc)) from None
+    config = HelpConfig(articles, folder, min_score=section.number("min_score", 3.5, minimum=0.01),
+                        max_suggestions=section.int("max_suggestions", 3, minimum=1))
+    section.done()
+    return config
+
+
+def _qa_share(section: _Section) -> float:
+    share = section.number("share", 0.0, minimum=0)
+    if share > 1:
+        raise section.fail("share", f"is the share of closed tickets to review, between 0 and 1; got {share}")
+    section.done()
+    return share
+
+
 def _retention(section: _Section) -> RetentionConfig:
     minimum = section.int("minimum_days", RETENTION_MINIMUM_DAYS, minimum=0)
     kept: dict[str, int | None] = {}
@@ -728,12 +790,14 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         attachments=_attachments(top.table("attachments")),
         encryption_keys_env=_encryption(top.table("encryption")),
         lmtp_listen=_lmtp(top.table("lmtp")),
+        help=_help(top.table("help"), base_dir),
+        qa_share=_qa_share(top.table("qa")),
         http_listen=_http(top.table("http")),
         dkim=dkim(top.table("dkim"), smtp.from_address, base_dir),
         retention=_retention(top.table("retention")),
         templates_dir=(base_dir / templates_dir) if templates_dir else None,
         storage_dir=base_dir / storage_dir,
-        default_language=desk.choice("language", ("en", "zh"), "en"),
+        default_language=_language(desk),
         desk_name=desk.str("name", "Support"),
         once_timeout=desk.number("once_timeout", 300.0, minimum=1),
         max_message_bytes=desk.int("max_message_bytes", 50 * 1024 * 1024, minimum=1024),
@@ -743,5 +807,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
     desk.done()
     if config.templates_dir and not config.templates_dir.is_dir():
         raise ConfigError(source, "paths.templates", f"no such directory: {config.templates_dir}")
+    if config.templates_dir:
+        _check_templates(config.templates_dir)
     top.done()
     return config

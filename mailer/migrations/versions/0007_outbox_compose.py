@@ -1,7 +1,7 @@
 """outbox compose recipe for mails whose composition failed; ticket message kinds as long as purposes
 
 Revision ID: 0007
-Revises: 0015
+Revises: 0010
 Create Date: 2026-11-25 12:30:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0007'
-down_revision = '0015'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
