@@ -16,6 +16,7 @@ from sqlalchemy import insert, select, update
 
 from mailer import lease, metrics
 from mailer.app import App
+from mailer.compose import recompose
 from mailer.db import Outbox, Ticket, TicketEvent, utcnow
 from mailer.health import HEALTH
 from mailer.smtp import SendError
@@ -150,3 +151,30 @@ def _record_failure(app: App, outbox_id: int, attempts: int, exc: SendError) -> 
     metrics.reply_not_sent(purpose, give_up)  # after the commit: a retried write counts once
     log.warning("outbox %s: %s (%s)", outbox_id, exc, "giving up" if give_up else f"retry in {delay}")
     return Delivery(outbox_id, "failed") if give_up else Delivery(outbox_id, "retry", delay)
+
+
+@dataclass(frozen=True)
+class RetryReport:
+    requeued: int
+    still_failed: int
+
+
+def retry_failed(app: App, ids: list[int] | None) -> RetryReport:
+    """Give failed rows another chance (after the template, the relay or the address was fixed).
+
+    A row whose composition failed is composed again from its recipe first; one that still cannot be
+    composed stays failed with the new reason. The rows go back to `pending`: the next `supportd run`
+    (or the running daemon's reconciler) sends them.
+    """
+    requeued = still_failed = 0
+    with app.db.session() as session:
+        query = select(Outbox).where(Outbox.status == "failed")
+        if ids is not None:
+            query = query.where(Outbox.id.in_(ids))
+        for row in session.scalars(query.order_by(Outbox.id)):
+            if row.compose is not None and not recompose(session, app.renderer, app.sender, app.store.get, row):
+                still_failed += 1
+                continue
+            row.status, row.attempts, row.next_attempt_at, row.last_error = "pending", 0, utcnow(), None
+            requeued += 1
+    return RetryReport(requeued, still_failed)

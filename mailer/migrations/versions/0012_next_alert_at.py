@@ -1,7 +1,7 @@
 """next alert at: the periodic SLA check selects by an index instead of scanning open tickets
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0007
 Create Date: 2026-11-25 12:20:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import mailer.db
 
 revision = '0012'
-down_revision = '0010'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
