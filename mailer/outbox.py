@@ -1,9 +1,10 @@
 """Delivering outbox rows in batches: claim them, hand them to SMTP over one connection, record the outcome.
 
 Rows are claimed (`sending`) in one committed transaction before the SMTP conversations and marked
-`sent` only after the server accepted them. A worker killed in between leaves a `sending` row that the
-reconciler gives back after the claim lapses; the same Message-ID is then sent again, which receiving
-systems treat as the same mail.
+`sent` only after the server accepted them. A worker killed in between leaves `sending` rows; the
+reconciler marks sent those its journal shows the relay accepted and gives the rest back (at once for a
+dead process of this host, after the claim lapses otherwise); a mail is then sent again with the same
+Message-ID, which receiving systems treat as the same mail.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def deliver_batch(app: App, outbox_ids: list[int]) -> list[Delivery]:
     """Claim the rows in one transaction, send them over this thread's one SMTP connection, mark them.
 
     The mark is written as soon as the batch has gone out (a few milliseconds of SMTP on a LAN relay), with
-    priority over the pipeline's writers, so the window in which a kill re-sends a mail stays that small.
+    priority over the pipeline's writers; until then each 250 is in this thread's sent journal
+    (`mailer/sentlog.py`), so a kill re-sends only a mail whose 250 had not yet been written down.
     """
     claimed, deliveries = _claim(app, outbox_ids)
     sent: list[Claimed] = []
@@ -61,6 +63,7 @@ def deliver_batch(app: App, outbox_ids: list[int]) -> list[Delivery]:
             sent = []
             deliveries.append(_failed(app, row, exc))
             continue
+        app.sent_log.accepted(row.outbox_id)
         HEALTH.relay(None)
         sent.append(row)
     _mark_sent(app, sent)
@@ -76,6 +79,7 @@ def _mark_sent(app: App, rows: list[Claimed]) -> None:
         return
     # The relay has the mails: recording that must outlast a database restart, or they would be sent again.
     retrying(f"outbox {rows[0].outbox_id}…", lambda: _record_sent(app, rows))
+    app.sent_log.marked()
     for row in rows:
         metrics.reply_sent(app, row.outbox_id, row.purpose, row.ticket_id, row.ticket_created_at)
 
