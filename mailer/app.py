@@ -12,9 +12,11 @@ from mailer.compose import Sender
 from mailer.config import Config, SlaPolicy
 from mailer.crypto import Sealer
 from mailer.db import Database, Ticket
+from mailer.directory import Directory, build_directory
 from mailer.dkim import DkimSigner
 from mailer.links import Links
 from mailer.prepare import BatchOrder, PreparePool
+from mailer.sentlog import SentLog
 from mailer.smtp import SmtpClient
 from mailer.store import ContentStore
 from routing.help import HelpIndex
@@ -48,6 +50,11 @@ class App:
         return self.calendars[policy.calendar], policy
 
     @cached_property
+    def directory(self) -> Directory:
+        """Where verification looks accounts up: the imported table or the desk's live query."""
+        return build_directory(self.config.accounts, self.db)
+
+    @cached_property
     def batch_order(self) -> BatchOrder:
         return BatchOrder()
 
@@ -74,6 +81,10 @@ class App:
     @cached_property
     def store(self) -> ContentStore:
         return ContentStore(self.config.storage_dir / "attachments", self.sealer)
+
+    @cached_property
+    def sent_log(self) -> SentLog:
+        return SentLog(self.config.storage_dir)
 
     @cached_property
     def smtp(self) -> SmtpClient:
@@ -110,4 +121,6 @@ class App:
             self.cpu.close()
         if "smtp" in self.__dict__:
             self.smtp.close()
+        if "directory" in self.__dict__:
+            self.directory.close()
         self.db.dispose()

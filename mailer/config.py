@@ -199,6 +199,19 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class AccountsConfig:
+    """Where verification looks accounts up: the imported table, or a live query (mailer.directory)."""
+
+    source: str = "table"  # table | sql
+    url: str | None = field(default=None, repr=False)  # sql: any SQLAlchemy URL, e.g. a read replica
+    query: str | None = None  # sql: a SELECT with the one parameter :email
+    cache_size: int = 100_000
+    cache_seconds: float = 300.0
+    negative_cache_seconds: float = 30.0
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True)
 class HelpConfig:
     """The knowledge base suggested in acknowledgements (routing/help.py); loaded and checked at start."""
 
@@ -234,6 +247,7 @@ class Config:
     encryption_keys_env: str | None = None  # names the variable holding Fernet keys, newest first
     secret_env: str | None = None  # names the variable holding the ticket-address secret
     lmtp_listen: tuple[str, int] | None = None  # host and port of the LMTP listener, if any
+    accounts: AccountsConfig = AccountsConfig()
     help: HelpConfig | None = None  # without it, acknowledgements suggest no articles
     qa_share: float = 0.0  # [qa] share: the part of each specialist's closed tickets a week the lead reviews
     http_listen: tuple[str, int] | None = None  # host and port of /metrics, /healthz, /readyz, if any
@@ -625,6 +639,29 @@ def _trust(section: _Section) -> TrustConfig | None:
     return trust
 
 
+def _accounts(section: _Section) -> AccountsConfig:
+    from mailer.directory import check_query, check_url
+
+    source = section.choice("source", ("table", "sql"), "table")
+    url, query = section.str("url"), section.str("query")
+    if source == "table":
+        for name, value in (("url", url), ("query", query)):
+            if value is not None:
+                raise section.fail(name, 'is used only with source = "sql"')
+    else:
+        url, query = section.str("url", required=True), section.str("query", required=True)
+        for name, problem in (("url", check_url(url)), ("query", check_query(query))):
+            if problem:
+                raise section.fail(name, problem)
+    accounts = AccountsConfig(source=source, url=url, query=query,
+                              cache_size=section.int("cache_size", 100_000, minimum=0),
+                              cache_seconds=section.number("cache_seconds", 300.0, minimum=0),
+                              negative_cache_seconds=section.number("negative_cache_seconds", 30.0, minimum=0),
+                              timeout=section.number("timeout", 2.0, minimum=0.1))
+    section.done()
+    return accounts
+
+
 STAFF_KEYS = {"specialists", "lead"}
 
 
@@ -790,6 +827,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         attachments=_attachments(top.table("attachments")),
         encryption_keys_env=_encryption(top.table("encryption")),
         lmtp_listen=_lmtp(top.table("lmtp")),
+        accounts=_accounts(top.table("accounts")),
         help=_help(top.table("help"), base_dir),
         qa_share=_qa_share(top.table("qa")),
         http_listen=_http(top.table("http")),

@@ -128,6 +128,10 @@ class Ticket(Base):
     # The resolution clock: stopped while paused (waiting on the customer, or closed), in business time.
     paused_at: Mapped[datetime | None]
     paused_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    # The earliest SLA alert not yet sent (mailer.escalate keeps it); the periodic check reads this index
+    # only. A row inserted without it (or with None: inserts fill the default) is looked at by the next
+    # check, which stores the real value; NULL, written by an update, means no alert is left.
+    next_alert_at: Mapped[datetime | None] = mapped_column(default=utcnow, index=True)
     # Set when retention anonymised the closed ticket (mailer.retention): number and events stay.
     purged_at: Mapped[datetime | None]
 
@@ -144,7 +148,7 @@ class TicketMessage(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     raw_message_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"))
     direction: Mapped[str] = mapped_column(String(8))  # in | out
-    kind: Mapped[str] = mapped_column(String(16))  # customer | repeat | ack | unverified | repeat_notice | …
+    kind: Mapped[str] = mapped_column(String(32))  # customer | repeat | ack | unverified | repeat_notice | …
     message_id: Mapped[str] = mapped_column(String(998), unique=True)
     in_reply_to: Mapped[str | None] = mapped_column(String(998))
     references: Mapped[list[Any]] = mapped_column(default=list)
@@ -255,6 +259,8 @@ class Outbox(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Set only while composing failed: what `supportd outbox retry` needs to compose the mail again.
+    compose: Mapped[dict[str, Any] | None]
 
 
 class Checkpoint(Base):

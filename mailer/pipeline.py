@@ -21,13 +21,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from mailer import metrics
 from mailer.app import App
-from mailer.db import Account, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.db import Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.escalate import reschedule_alerts
 from mailer.feedback import record_rating
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
 from mailer.prepare import Prepared, prepare, redact_mail
@@ -118,7 +119,8 @@ def skip_exact_duplicate(work: Work) -> bool:
 
 
 def verify(work: Work) -> bool:
-    work.verification = verify_sender(need(work.mail, "parse"), lambda address: _find_account(work.session, address))
+    directory, session = work.app.directory, work.session
+    work.verification = verify_sender(need(work.mail, "parse"), lambda address: directory.find(address, session))
     return True
 
 
@@ -420,7 +422,10 @@ def _run_stages(app: App, session: Session, raw_id: int, raw: RawMessage | None,
         except Exception as exc:
             raise StageFailed(name, exc) from exc
     raw.status, raw.processed_at = work.outcome, utcnow()
-    session.flush()
+    try:
+        session.flush()
+    except DataError as exc:  # a value the schema refuses: this mail's fault or ours, never the batch's
+        raise StageFailed("record", exc) from exc
     keep_events(work)
     finished.append(work)
     return Result(raw_id, work.outcome, raw.ticket_id, tuple(row.id for row in work.outbox))
@@ -454,7 +459,9 @@ def _new_ticket(work: Work) -> Ticket:
         account_id=account.id if account else None, verified=verification.status,
         language=choose_language(account.language if account else None, mail.language, app.config.default_language),
         subject=mail.subject[:2000], identifiers=mail.identifiers.to_json(), created_at=arrived, updated_at=arrived,
-        first_response_due=due.first_response, resolution_due=due.resolution, sla_calendar=policy.calendar)
+        first_response_due=due.first_response, resolution_due=due.resolution, sla_calendar=policy.calendar,
+        paused_seconds=0)
+    reschedule_alerts(app, work.session, ticket, sent=())
     work.session.add(ticket)
     work.session.flush()  # the ticket number is needed for the reply and the events
     event(work, ticket, "created", message_id=mail.message_id, mailbox=work.raw.mailbox)
@@ -464,14 +471,3 @@ def _new_ticket(work: Work) -> Ticket:
     event(work, ticket, "sla_started", policy=policy.name, calendar=policy.calendar,
            first_response_due=due.first_response.isoformat(), resolution_due=due.resolution.isoformat())
     return ticket
-
-
-_ACCOUNT_BY_EMAIL = select(Account).where(Account.email == bindparam("address", type_=Account.email.type))  # built once
-
-
-def _find_account(session: Session, address: str) -> AccountRef | None:
-    account = session.scalar(_ACCOUNT_BY_EMAIL, {"address": address})
-    if account is None:
-        return None
-    return AccountRef(account.id, account.email, account.user_id, account.language, account.display_name,
-                      account.anti_phishing_code)

@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
 from mailer.app import App
-from mailer.compose import schedule_reply
+from mailer.compose import outbox_key, schedule_reply
 from mailer.db import Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.escalate import reschedule_alerts
 from parsing.attachments import judge
 from parsing.message import ParsedMail
 from routing.dedup import ThreadMatch
@@ -62,6 +63,7 @@ Stage = Callable[[Work], bool]
 def pause_clock(work: Work, ticket: Ticket, reason: str) -> None:
     if pause(ticket, work.raw.received_at):
         event(work, ticket, "sla_paused", clock="resolution", reason=reason)
+    reschedule_alerts(work.app, work.session, ticket)
 
 
 def resume_clock(work: Work, ticket: Ticket, reason: str) -> None:
@@ -70,6 +72,7 @@ def resume_clock(work: Work, ticket: Ticket, reason: str) -> None:
     event(work, ticket, "sla_resumed", clock="resolution", reason=reason,
            paused_minutes=round(stood.total_seconds() / 60),
            resolution_due=ticket.resolution_due.isoformat() if ticket.resolution_due else None)
+    reschedule_alerts(work.app, work.session, ticket)
 
 
 def recompute_clock(work: Work, ticket: Ticket, reason: str) -> None:
@@ -80,6 +83,7 @@ def recompute_clock(work: Work, ticket: Ticket, reason: str) -> None:
     if (due.first_response, due.resolution) != before:
         event(work, ticket, "sla_recomputed", reason=reason, policy=policy.name,
                first_response_due=due.first_response.isoformat(), resolution_due=due.resolution.isoformat())
+    reschedule_alerts(work.app, work.session, ticket)
 
 
 def store_attachments(work: Work, message: TicketMessage) -> None:
@@ -109,7 +113,7 @@ def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context
     if normalize_address(to_address) is None:
         event(work, ticket, "no_reply", purpose=purpose, reason="no usable sender address")
         return
-    already, today = _earlier_replies(work, key, to_address)
+    already, today = _earlier_replies(work, outbox_key(purpose, key), to_address)
     if already:
         event(work, ticket, "no_reply", purpose=purpose, reason="already sent")
         return
@@ -127,7 +131,8 @@ def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context
                          context=context, known_new=True)
     row.unverified = unverified
     work.outbox.append(row)
-    event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
+    if row.status != "failed":  # a mail that could not be composed has its mail_failed event already
+        event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
 
 
 AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning", "attachment_refused", "survey")
@@ -193,7 +198,8 @@ def keep_events(work: Work) -> None:
 
 
 def first_from(mail: ParsedMail) -> str:
-    return mail.from_[0].address if mail.from_ else ""
+    """The first From address as written, bounded to what an address column holds."""
+    return mail.from_[0].address[:320] if mail.from_ else ""
 
 
 def need(value: T | None, stage: str) -> T:
