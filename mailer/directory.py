@@ -64,11 +64,8 @@ class TableDirectory:
 
     @staticmethod
     def _lookup(session: Session, address: str) -> AccountRef | None:
-        account = session.scalar(_ACCOUNT_BY_EMAIL, {"address": address})
-        if account is None:
-            return None
-        return AccountRef(account.id, account.email, account.user_id, account.language, account.display_name,
-                          account.anti_phishing_code)
+        row = session.execute(_ACCOUNT_BY_EMAIL, {"address": address}).first()
+        return AccountRef(*row) if row is not None else None
 
     def close(self) -> None:
         pass
@@ -76,7 +73,10 @@ class TableDirectory:
 
 _MISSING = object()
 # Built once: building and keying the statement for every mail cost more than running it.
-_ACCOUNT_BY_EMAIL = select(Account).where(Account.email == bindparam("address", type_=Account.email.type))
+# Columns, not the entity: nothing is kept in the session for a look-up made for every mail.
+_ACCOUNT_BY_EMAIL = select(Account.id, Account.email, Account.user_id, Account.language, Account.display_name,
+                           Account.anti_phishing_code).where(Account.email == bindparam("address",
+                                                                                         type_=Account.email.type))
 
 
 class TtlCache:

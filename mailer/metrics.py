@@ -62,8 +62,19 @@ def timed_stage(name: str, stage: Stage, work: Work) -> bool:
         return stage(work)
     finally:
         spent = time.perf_counter() - started
-        STAGE_SECONDS.labels(name).observe(spent)
+        _stage_histogram(name).observe(spent)
         _current.stage, _current.seconds = name, _current.seconds + spent
+
+
+def _stage_histogram(name: str) -> Any:
+    """The stage's labelled child, looked up once: `labels()` takes a lock and builds a key on every call."""
+    child = _STAGE_CHILDREN.get(name)
+    if child is None:
+        child = _STAGE_CHILDREN[name] = STAGE_SECONDS.labels(name)
+    return child
+
+
+_STAGE_CHILDREN: dict[str, Any] = {}
 
 
 def _take_mail_timing() -> tuple[str | None, float]:
