@@ -10,7 +10,6 @@ actually pass.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -19,41 +18,12 @@ from zoneinfo import ZoneInfo
 import holidays as holidays_lib
 
 from mailer.config import WEEKDAYS, CalendarConfig
+from sla.duration import Duration, parse_duration
+
+__all__ = ["BusinessCalendar", "Duration", "parse_duration"]
 
 # Far enough for any realistic target; guards against a calendar with no open time at all.
 MAX_DAYS_SCANNED = 3 * 366
-
-
-_ZH_UNITS = {"days": "个工作日", "hours": "个工作小时", "minutes": "分钟（工作时间）"}
-
-
-@dataclass(frozen=True)
-class Duration:
-    """A target such as "2 business days" or "4 business hours"."""
-
-    amount: float
-    unit: str  # "days" | "hours" | "minutes"
-
-    def __str__(self) -> str:
-        return f"{self.amount:g} business {self.unit}"
-
-    def describe(self, language: str) -> str:
-        """The target in words for a customer: "2 business days", "2 个工作日"."""
-        if language == "zh":
-            return f"{self.amount:g} " + _ZH_UNITS[self.unit]
-        unit = self.unit if self.amount != 1 else self.unit.rstrip("s")
-        return f"{self.amount:g} business {unit}"
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:business\s+)?(day|days|hour|hours|minute|minutes|d|h|m)\s*$")
-
-
-def parse_duration(text: str) -> Duration:
-    match = _DURATION.match(text.lower())
-    if not match:
-        raise ValueError(f'must look like "2 business days", "4 business hours" or "30 minutes"; got {text!r}')
-    unit = {"d": "days", "h": "hours", "m": "minutes"}.get(match[2], match[2].rstrip("s") + "s")
-    return Duration(float(match[1]), unit)
 
 
 @dataclass(frozen=True)
