@@ -14,6 +14,7 @@ UNKNOWN_KEY = "unknown key (check the spelling against supportd.toml.example)"
 
 # Where "is required" alone would leave the operator guessing what to write.
 REQUIRED_HINTS = {"smtp": "is required ([smtp] with url and from_address)"}
+TOO_SHORT_HINTS = {"queues": "needs at least one queue"}
 
 
 class ConfigError(Exception):
@@ -85,7 +86,7 @@ def _reason(error: dict[str, Any], path: str) -> str:
     if kind == "string_too_short":
         return "must not be empty"
     if kind == "too_short":
-        return f"needs at least {ctx.get('min_length')} entry"
+        return TOO_SHORT_HINTS.get(path, f"needs at least {ctx.get('min_length')} entries")
     return error["msg"]
 
 

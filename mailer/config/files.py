@@ -38,25 +38,26 @@ class SupportdFile(Section):
 
     mailboxes: tuple[MailboxConfig, ...] = Field((), description="IMAP mailboxes to read, one intake loop each")
     smtp: SmtpConfig = Field(description="required; the relay replies go out through")
-    database: DatabaseSection = DatabaseSection()
+    database: DatabaseSection = Field(default_factory=DatabaseSection)
     queues: dict[str, QueueConfig] = Field(default_factory=dict, min_length=1,
                                            description="default: the shipped queues (routing/default_rules.toml)")
     rules: tuple[RuleConfig, ...] = Field((), description="default: the shipped rules")
-    paths: PathsSection = PathsSection()
-    calendar: CalendarConfig = Field(CalendarConfig(), description='business hours of the "default" calendar')
+    paths: PathsSection = Field(default_factory=PathsSection)
+    calendar: CalendarConfig = Field(default_factory=CalendarConfig,
+                                     description='business hours of the "default" calendar')
     calendars: dict[str, CalendarConfig] = Field(default_factory=dict, description="more calendars, by name")
-    broker: BrokerConfig = BrokerConfig()
-    sla: SlaConfig = SlaConfig()
-    dedup: DedupConfig = DedupConfig()
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    sla: SlaConfig = Field(default_factory=SlaConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
     trust: TrustConfig | None = Field(None, description="without it, sender authentication is not checked")
-    spam: SpamConfig = SpamConfig()
-    attachments: AttachmentsSection = AttachmentsSection()
-    encryption: EncryptionSection = EncryptionSection()
-    lmtp: ListenSection = Field(ListenSection(), description="push delivery from an MTA")
-    http: ListenSection = Field(ListenSection(), description="/metrics, /healthz and /readyz")
+    spam: SpamConfig = Field(default_factory=SpamConfig)
+    attachments: AttachmentsSection = Field(default_factory=AttachmentsSection)
+    encryption: EncryptionSection = Field(default_factory=EncryptionSection)
+    lmtp: ListenSection = Field(default_factory=ListenSection, description="push delivery from an MTA")
+    http: ListenSection = Field(default_factory=ListenSection, description="/metrics, /healthz and /readyz")
     dkim: DkimConfig | None = Field(None, description="without it, outgoing mail is not signed")
-    retention: RetentionConfig = RetentionConfig()
-    desk: DeskSection = DeskSection()
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    desk: DeskSection = Field(default_factory=DeskSection)
 
     @field_validator("queues", mode="before")
     @classmethod
@@ -65,6 +66,11 @@ class SupportdFile(Section):
             return {name: {**table, "name": name} if isinstance(table, dict) else table
                     for name, table in value.items()}
         return value
+
+    @field_validator("trust", "dkim", mode="before")
+    @classmethod
+    def _empty_table_is_none(cls, value: Any) -> Any:
+        return None if value == {} else value
 
     @field_validator("paths")
     @classmethod
