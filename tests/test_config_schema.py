@@ -107,7 +107,8 @@ SMTP = {"url": "smtp://127.0.0.1:25", "from_address": "support@desk.example"}
      "sla.policies[0].calendar: names no calendar: 'nope' (known: default, 24x7)"),
     ({"calendar": {"hours": {"mun": ["09:00-18:00"]}}}, "calendar.hours.mun: unknown key"),
     ({"dedup": {"similarity": 2}}, "dedup.similarity: must be at most 1"),
-    ({"rules": [{"name": "x", "queue": "general", "subject": [3]}]}, "rules[0].subject[0]: must be a string, not int 3"),
+    ({"rules": [{"name": "x", "queue": "general", "subject": [3]}]},
+     "rules[0].subject[0]: must be a string, not int 3"),
     ({"attachments": {"max_mb": 0}}, "attachments.max_mb: must be at least 0.001, got 0"),
 ])
 def test_mistakes_are_one_line_in_our_words(data: dict[str, Any], message: str) -> None:
