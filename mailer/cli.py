@@ -114,6 +114,11 @@ def _on_signals(handler: Callable[[], None]) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
+def _on_reload(handler: Callable[[], None]) -> None:
+    """SIGHUP (systemctl reload): the handler only notes the request; the main loop acts on it."""
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: handler())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from mailer.daemon import Daemon, DaemonError
 
@@ -134,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         return EXIT_OK
     _on_signals(daemon.stop)
+    _on_reload(daemon.request_reload)
     daemon.run()
     return EXIT_OK
 
@@ -157,6 +163,7 @@ def cmd_lmtp(args: argparse.Namespace) -> int:
     app.config = replace(app.config, mailboxes=(), lmtp_listen=listen)
     daemon = Daemon(app)
     _on_signals(daemon.stop)
+    _on_reload(daemon.request_reload)
     daemon.run()
     return EXIT_OK
 
@@ -164,6 +171,7 @@ def cmd_lmtp(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import threading
 
+    from mailer.reload import reload_workers, retire
     from mailer.service import Service
     from mailer.workers import Workers
 
@@ -173,16 +181,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
                         "RabbitMQ URL (the embedded broker's workers run inside `supportd run`)")
     stop = threading.Event()
     _on_signals(stop.set)
+    reload_requested = threading.Event()
+    _on_reload(reload_requested.set)
     workers = Workers(app)
     service = Service(app, workers, None, main_every=30.0)
     workers.start(args.threads or app.config.broker.worker_threads or 4)
     logging.getLogger("supportd").info("worker running on %s", app.config.broker.url.split("@")[-1])
     service.ready()
-    while not stop.wait(30.0):
+    retired: list[App] = []
+    while not stop.wait(1.0):
+        if reload_requested.is_set():
+            reload_requested.clear()
+            retired += reload_workers(workers)
         service.beat()
     service.stop()
     workers.stop()
-    app.close()
+    for old in retired:
+        retire(old, workers.app)
+    workers.app.close()
     return EXIT_OK
 
 

@@ -1,7 +1,8 @@
 """The long-running daemon: intake loops, worker threads and the reconciler, stopped gracefully.
 
-`run()` serves until SIGTERM/SIGINT. `run_once()` takes what the mailboxes hold now, waits until every
-resulting reply is sent, marks the mails on the server, and returns.
+`run()` serves until SIGTERM/SIGINT; `request_reload()` (SIGHUP) switches to the config file as it is
+now between batches, or keeps the running one if the new one is refused. `run_once()` takes what the
+mailboxes hold now, waits until every resulting reply is sent, marks the mails on the server, and returns.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailer import lease, metrics, reconcile
 from mailer.app import App
@@ -20,14 +22,14 @@ from mailer.db import Outbox, RawMessage, utcnow
 from mailer.escalate import escalate, recompute_if_changed
 from mailer.intake import NETWORK_ERRORS, MailboxIntake
 from mailer.lmtp import start_listener
+from mailer.reload import ReloadRefused, reloaded, retire
 from mailer.service import Service
 from mailer.tls import LinkError
 from mailer.workers import Workers
 
 log = logging.getLogger(__name__)
 
-RECONCILE_EVERY = 30.0  # also how often the SLA check runs
-SETTLED_FOR = timedelta(seconds=60)
+TICK = 1.0  # how often the main loop looks for a reload request, a takeover or a broker back
 
 
 class DaemonError(Exception):
@@ -51,6 +53,9 @@ class Daemon:
         self.workers = Workers(app)
         self.holder = lease.new_holder()
         self.stop_event = threading.Event()
+        self._reload_requested = False
+        self._recheck = False  # set on taking a lease over: the previous holder's work is ours now
+        self._retired: list[App] = []
         self.intakes = [MailboxIntake(app.db, mb, app.config.max_message_bytes, self.workers.enqueue_process,
                                       app.sealer, app.links) for mb in app.config.mailboxes]
 
@@ -61,6 +66,15 @@ class Daemon:
         self.workers.start(self.app.config.broker.worker_threads)
         # An embedded broker's queue died with the previous process: everything unfinished is ours again.
         self._enqueue(reconcile.at_start(self.app, reclaim_all_sending=self.app.config.broker.embedded))
+
+    @property
+    def reconcile_every(self) -> float:
+        """Also how often the SLA check runs."""
+        return self.app.config.broker.reconcile_interval
+
+    @property
+    def settled_for(self) -> timedelta:
+        return timedelta(seconds=2 * self.reconcile_every)
 
     def _reconcile(self, settled_for: timedelta) -> None:
         self._enqueue(reconcile.overdue(self.app, settled_for=settled_for))
@@ -74,7 +88,12 @@ class Daemon:
     def _shutdown(self) -> None:
         self.workers.stop()
         for intake in self.intakes:
-            lease.release(self.app.db, _lease_name(intake), self.holder)
+            try:
+                lease.release(self.app.db, _lease_name(intake), self.holder)
+            except SQLAlchemyError as exc:  # the lease lapses by itself
+                log.warning("could not release the lease of %s (%s)", intake.config.name, type(exc).__name__)
+        for old in self._retired:
+            retire(old, self.app)
         self.app.close()
 
     def backlog(self) -> Backlog:
@@ -120,7 +139,7 @@ class Daemon:
 
     def wait_until_drained(self, timeout: float) -> Backlog:
         deadline = time.monotonic() + timeout
-        next_reconcile = time.monotonic() + RECONCILE_EVERY
+        next_reconcile = time.monotonic() + self.reconcile_every
         while True:
             backlog = self.backlog()
             if backlog.empty or time.monotonic() > deadline:
@@ -128,14 +147,14 @@ class Daemon:
             if "smtp" in self.app.links.problems():  # waiting cannot fix a certificate or a revoked grant
                 raise DaemonError(f"smtp: {self.app.links.problems()['smtp']}")
             if time.monotonic() > next_reconcile:
-                self._reconcile(settled_for=SETTLED_FOR)
-                next_reconcile = time.monotonic() + RECONCILE_EVERY
+                self._reconcile(settled_for=self.settled_for)
+                next_reconcile = time.monotonic() + self.reconcile_every
             time.sleep(0.05)
 
     # --- forever ---------------------------------------------------------------------------------
 
     def run(self) -> None:
-        service = Service(self.app, self.workers, self.holder if self.intakes else None, RECONCILE_EVERY)
+        service = Service(self.app, self.workers, self.holder if self.intakes else None, self.reconcile_every)
         self._start()
         listener = None
         if self.app.config.lmtp_listen:
@@ -148,10 +167,19 @@ class Daemon:
         log.info("supportd running: %d mailboxes, broker %s", len(self.intakes),
                  "embedded" if self.app.config.broker.embedded else self.app.config.broker.url.split("@")[-1])
         service.ready()
+        next_reconcile = time.monotonic() + self.reconcile_every
         try:
-            while not self.stop_event.wait(RECONCILE_EVERY):
-                self._reconcile(settled_for=SETTLED_FOR)
-                self.workers.sla_actor.send()
+            while not self.stop_event.wait(TICK):
+                if self._reload_requested:
+                    self._reload_requested = False
+                    self.reload()
+                # Work that may have been lost (a broker back after an outage, a lease taken over from a
+                # dead daemon) is re-derived now, not after it has settled.
+                urgent = self.workers.broker_down or self._recheck
+                if urgent or time.monotonic() >= next_reconcile:
+                    self._recheck = False
+                    self._periodic(timedelta(0) if urgent else self.settled_for)
+                    next_reconcile = time.monotonic() + self.reconcile_every
                 service.beat()
         finally:
             service.stop()
@@ -162,17 +190,51 @@ class Daemon:
                 thread.join(timeout=30)
             self._shutdown()
 
+    def _periodic(self, settled_for: timedelta) -> None:
+        try:
+            self._reconcile(settled_for=settled_for)
+        except SQLAlchemyError as exc:
+            log.warning("reconciler: database unavailable (%s); trying again later", type(exc).__name__)
+            return
+        self.workers.check_sla()
+
     def stop(self) -> None:
         self.stop_event.set()
 
+    def request_reload(self) -> None:
+        """From a signal handler: only a flag, the main loop does the work."""
+        self._reload_requested = True
+
+    def reload(self) -> bool:
+        """Switch to the config file as it is now; False (and the running config kept) if it is refused."""
+        try:
+            new = reloaded(self.app)
+        except ReloadRefused as exc:
+            log.error("reload refused, the running configuration stays: %s", exc)
+            return False
+        # One assignment each: a batch that started keeps the App it started with, the next takes this one.
+        old, self.app = self.app, new
+        self.workers.app = new
+        self._retired.append(old)
+        try:
+            recompute_if_changed(new)
+        except SQLAlchemyError as exc:
+            log.warning("due dates not recomputed after reload (%s); they are at the next start",
+                        type(exc).__name__)
+        log.info("configuration reloaded from %s", new.config.source)
+        return True
+
     def _serve_mailbox(self, intake: MailboxIntake) -> None:
-        renew = lease.LeaseKeeper(self.app.db, _lease_name(intake), self.holder)
+        renew = lease.LeaseKeeper(self.app.db, _lease_name(intake), self.holder, on_acquired=self._taken_over)
         while not self.stop_event.is_set():
             if renew():
                 intake.run(self.stop_event, renew)
             else:
                 metrics.mailbox_standby(intake.config.name, lease.LEASE_TTL.total_seconds())
-                self.stop_event.wait(lease.LEASE_TTL.total_seconds() / 4)  # hot standby
+                self.stop_event.wait(lease.STANDBY_POLL)  # hot standby
+
+    def _taken_over(self) -> None:
+        self._recheck = True
 
 
 def _lease_name(intake: MailboxIntake) -> str:

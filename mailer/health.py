@@ -52,6 +52,7 @@ class Health:
     """Process-wide state; the loops write it (cheap dict updates), the HTTP handlers read it."""
 
     holder: str | None = None  # this process's lease holder id, when it runs intake
+    relay_error: str | None = None  # the last transient SMTP failure of this process, until a send succeeds
     mailboxes: dict[str, MailboxState] = field(default_factory=dict)
     _beats: dict[str, float] = field(default_factory=dict)  # loop name -> monotonic deadline
     _liveness: dict[str, Callable[[], Check]] = field(default_factory=dict)
@@ -91,10 +92,15 @@ class Health:
             state.reconnects += 1
         self.turning(mailbox)  # a failing loop still turns: it retries within the backoff cap
 
+    def relay(self, error: str | None) -> None:
+        """After each SMTP attempt: the relay's transient failure (4xx, refused, timed out) or None."""
+        self.relay_error = error
+
     def reset(self) -> None:
         """Forget everything (a process that starts a second daemon, as the tests do)."""
         with self._lock:
             self.holder = None
+            self.relay_error = None
             self.mailboxes.clear()
             self._beats.clear()
             self._liveness.clear()
@@ -112,6 +118,8 @@ class Health:
 
     def readiness(self, db: Database, broker_url: str) -> dict[str, Check]:
         checks = {"database": database_check(db), "broker": broker_check(broker_url)}
+        if self.relay_error is not None:  # replies wait in the outbox and are retried; someone should know
+            checks["relay"] = Check(False, f"failing: {self.relay_error}")
         if checks["database"].ok:
             held = self.leases_held(db)
             for name, state in sorted(self.mailboxes.items()):

@@ -25,6 +25,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import SocketTimeout
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailer import metrics
 from mailer.config import MailboxConfig
@@ -42,6 +43,7 @@ NETWORK_ERRORS = (IMAPClientError, OSError, socket.timeout, ssl.SSLError, EOFErr
 DONE_FLAGS = {"seen": b"\\Seen", "flagged": b"\\Flagged"}
 MARK_CHUNK = 500
 MAX_BACKOFF = 60.0
+DB_RETRY = 2.0
 HEADER_LIMIT = 64 * 1024
 
 _headers = BytesHeaderParser(policy=compat32)
@@ -289,6 +291,11 @@ class MailboxIntake:
                 metrics.mailbox_failed(self.config.name, exc)
                 log.warning("%s: connection lost (%s); reconnecting", self.config.name, exc)
                 stop.wait(max(delay, throttle_delay(exc) or 0))
+            except SQLAlchemyError as exc:
+                # Nothing is marked on the server before its row commits: fetching again later is safe.
+                log.warning("%s: database unavailable (%s); retrying in %.0fs", self.config.name,
+                            type(exc).__name__, DB_RETRY)
+                stop.wait(DB_RETRY)
             finally:
                 _logout(client)
 

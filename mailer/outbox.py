@@ -14,10 +14,12 @@ from datetime import timedelta
 
 from sqlalchemy import insert, select, update
 
-from mailer import metrics
+from mailer import lease, metrics
 from mailer.app import App
 from mailer.db import Outbox, TicketEvent, utcnow
+from mailer.health import HEALTH
 from mailer.smtp import SendError
+from mailer.transient import retrying
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,17 @@ def deliver(app: App, outbox_id: int) -> Delivery:
     try:
         app.smtp.send(claimed.from_address, claimed.to_address, claimed.raw)
     except SendError as exc:
-        return _record_failure(app, outbox_id, claimed.attempts, exc)
+        HEALTH.relay(None if exc.permanent else str(exc)[:300])
+        failure = exc
+        return retrying(f"outbox {outbox_id}", lambda: _record_failure(app, outbox_id, claimed.attempts, failure))
+    HEALTH.relay(None)
+    # The relay has the mail: recording that must outlast a database restart, or it would be sent again.
+    retrying(f"outbox {outbox_id}", lambda: _record_sent(app, outbox_id, claimed))
+    metrics.reply_sent(app, outbox_id, claimed.purpose, claimed.ticket_id)
+    return Delivery(outbox_id, "sent")
+
+
+def _record_sent(app: App, outbox_id: int, claimed: Claimed) -> None:
     with app.db.session() as session:
         session.execute(update(Outbox).where(Outbox.id == outbox_id)
                         .values(status="sent", sent_at=utcnow(), last_error=None))
@@ -52,8 +64,6 @@ def deliver(app: App, outbox_id: int) -> Delivery:
                 ticket_id=claimed.ticket_id, kind="mail_sent", actor="supportd", at=utcnow(),
                 detail={"purpose": claimed.purpose, "to": claimed.to_address, "message_id": claimed.message_id,
                         "attempts": claimed.attempts}))
-    metrics.reply_sent(app, outbox_id, claimed.purpose, claimed.ticket_id)
-    return Delivery(outbox_id, "sent")
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,7 @@ def _claim(app: App, outbox_id: int) -> Delivery | Claimed:
         if wait > timedelta(0):
             return Delivery(outbox_id, "retry", wait)
         session.execute(update(Outbox).where(Outbox.id == outbox_id).values(
-            status="sending", claimed_at=utcnow(), attempts=row.attempts + 1))
+            status="sending", claimed_at=utcnow(), claimed_by=lease.process_id(), attempts=row.attempts + 1))
     return Claimed(row.from_address, row.to_address, row.raw, row.attempts + 1, row.ticket_id, row.purpose,
                    row.message_id)
 
@@ -98,6 +108,7 @@ def _record_failure(app: App, outbox_id: int, attempts: int, exc: SendError) -> 
                                                 "error": str(exc), "attempts": attempts}))
         else:
             row.status, row.next_attempt_at = "pending", utcnow() + delay
-        metrics.reply_not_sent(row.purpose, give_up)
+        purpose = row.purpose
+    metrics.reply_not_sent(purpose, give_up)  # after the commit: a retried write counts once
     log.warning("outbox %s: %s (%s)", outbox_id, exc, "giving up" if give_up else f"retry in {delay}")
     return Delivery(outbox_id, "failed") if give_up else Delivery(outbox_id, "retry", delay)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer import metrics
@@ -28,6 +28,7 @@ from mailer.app import App
 from mailer.db import Account, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
 from mailer.spam import hold_spam
+from mailer.transient import is_transient
 from mailer.work import (
     Stage,
     Work,
@@ -312,9 +313,6 @@ STAGES: tuple[tuple[str, Stage], ...] = (
 )
 
 
-TRANSIENT = (OperationalError,)
-
-
 class StageFailed(Exception):
     def __init__(self, stage: str, cause: BaseException) -> None:
         super().__init__(f"{stage}: {type(cause).__name__}: {cause}")
@@ -345,7 +343,7 @@ def process(app: App, raw_ids: list[int]) -> list[Result]:
             except IntegrityError:
                 collided.append(raw_id)  # another worker recorded the same Message-ID meanwhile
             except StageFailed as failure:
-                if isinstance(failure.cause, TRANSIENT):
+                if is_transient(failure.cause):
                     raise failure.cause from None
                 _quarantine(session, raw_id, failure.stage, failure.cause)
                 results.append(Result(raw_id, "quarantined"))

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, true, update
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.orm import Session
 
+from mailer import lease
 from mailer.app import App
 from mailer.db import Outbox, RawMessage, utcnow
 
@@ -26,13 +28,17 @@ class Unfinished:
 def at_start(app: App, *, reclaim_all_sending: bool) -> Unfinished:
     """Everything unfinished; waiting replies are due now (a restart is when someone fixed the relay).
 
-    `reclaim_all_sending` is for a daemon whose embedded broker died with it: no one else can be sending.
+    `reclaim_all_sending` is for a daemon whose embedded broker died with it: rows claimed before claims
+    named their process are given back too.
     """
     now = utcnow()
     with app.db.session() as session:
-        session.execute(update(Outbox).where(Outbox.status == "sending",
-                                              true() if reclaim_all_sending else Outbox.claimed_at < now - CLAIM_LEASE)
-                        .values(status="pending"))
+        # Another process of this kind may be running beside us (a hot standby): only unclaimed rows
+        # (from before claims were named), lapsed claims and claims of dead processes are given back.
+        given_back = [Outbox.claimed_at < now - CLAIM_LEASE, *_dead_claims(session)]
+        if reclaim_all_sending:
+            given_back.append(Outbox.claimed_by.is_(None))
+        session.execute(update(Outbox).where(Outbox.status == "sending", or_(*given_back)).values(status="pending"))
         session.execute(update(Outbox).where(Outbox.status == "pending").values(next_attempt_at=now))
     return _select(app, received_before=now, due_before=now)
 
@@ -41,9 +47,18 @@ def overdue(app: App, *, settled_for: timedelta) -> Unfinished:
     """Work whose broker message should have run `settled_for` ago: it was lost, or retries ran out."""
     now = utcnow()
     with app.db.session() as session:
-        session.execute(update(Outbox).where(Outbox.status == "sending", Outbox.claimed_at < now - CLAIM_LEASE)
+        session.execute(update(Outbox).where(Outbox.status == "sending",
+                                              or_(Outbox.claimed_at < now - CLAIM_LEASE, *_dead_claims(session)))
                         .values(status="pending", next_attempt_at=now - settled_for))
     return _select(app, received_before=now - settled_for, due_before=now - settled_for)
+
+
+def _dead_claims(session: Session) -> list[ColumnElement[bool]]:
+    """A condition matching rows claimed by a process of this host that has died (kill -9, a crash)."""
+    claimants = session.scalars(select(Outbox.claimed_by).where(
+        Outbox.status == "sending", Outbox.claimed_by.is_not(None)).distinct())
+    dead = [c for c in claimants if c and lease.holder_is_dead(c)]
+    return [Outbox.claimed_by.in_(dead)] if dead else []
 
 
 def _select(app: App, *, received_before: object, due_before: object) -> Unfinished:

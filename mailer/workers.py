@@ -47,6 +47,7 @@ class Workers:
         self.app = app
         self.broker = make_broker(app.config.broker)
         self._worker: dramatiq.Worker | None = None
+        self.broker_down = False  # set when an enqueue failed; the daemon then re-derives the work
         # Transient failures (the database away) are retried by dramatiq; the reconciler catches the rest.
         self.process_actor = dramatiq.actor(self._process, broker=self.broker, actor_name="supportd_process",
                                             queue_name=PROCESS_QUEUE, max_retries=20, min_backoff=500,
@@ -68,17 +69,37 @@ class Workers:
             delay_ms = max(int(delivery.retry_in.total_seconds() * 1000), 10)
             self.send_actor.send_with_options(args=(outbox_id,), delay=delay_ms)
 
+    def check_sla(self) -> None:
+        """Ask a worker for the SLA check (from the daemon's timer)."""
+        self._post(self.sla_actor)
+
     def _check_sla(self) -> None:
         self.enqueue_send(escalate(self.app, utcnow()))
 
     def enqueue_process(self, raw_ids: Iterable[int]) -> None:
         ids = list(raw_ids)
         for start in range(0, len(ids), PROCESS_BATCH):
-            self.process_actor.send(ids[start:start + PROCESS_BATCH])
+            if not self._post(self.process_actor, ids[start:start + PROCESS_BATCH]):
+                return
 
     def enqueue_send(self, outbox_ids: Iterable[int]) -> None:
         for outbox_id in outbox_ids:
-            self.send_actor.send(outbox_id)
+            if not self._post(self.send_actor, outbox_id):
+                return
+
+    def _post(self, actor: dramatiq.Actor, *args: object) -> bool:  # type: ignore[type-arg]
+        """Enqueue, or note that the broker is away: the rows are the work, the reconciler sends it again."""
+        try:
+            actor.send(*args)
+        except Exception as exc:  # whatever the broker's client raises; nothing is lost but the message
+            if not self.broker_down:
+                log.warning("broker unreachable (%s: %s); the work waits in the ledger", type(exc).__name__, exc)
+            self.broker_down = True
+            return False
+        if self.broker_down:
+            log.info("broker reachable again")
+            self.broker_down = False
+        return True
 
     def start(self, threads: int) -> None:
         if threads > 0 and self._worker is None:

@@ -112,6 +112,9 @@ class BrokerConfig(Section):
         "embedded", description="embedded | redis://host:6379/0 | amqp://guest:guest@host:5672/")
     worker_threads: int = Field(4, ge=0, description="worker threads inside `supportd run`; 0 = only `supportd worker`")
     namespace: str = Field("supportd", description="Redis key prefix")
+    reconcile_interval: float = Field(
+        30.0, ge=0.5, description="seconds between comparisons of the ledger with the broker; work unfinished "
+                                  "after twice this is sent again")
 
     @property
     def embedded(self) -> bool:
