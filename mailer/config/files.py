@@ -7,8 +7,9 @@ into plain attributes and paths resolved against the config file's folder.
 
 from __future__ import annotations
 
+import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Self
@@ -114,35 +115,36 @@ class SupportdFile(Section):
 
 @dataclass(frozen=True)
 class Config:
-    """The validated config as the rest of the code reads it."""
+    """The validated config as the rest of the code reads it; made only by `from_file`, so every default
+    stays declared once, in the models."""
 
     source: str
     mailboxes: tuple[MailboxConfig, ...]
     smtp: SmtpConfig
-    database_url: str = "sqlite:///supportd.db"
-    broker: BrokerConfig = field(default_factory=BrokerConfig)
-    queues: dict[str, QueueConfig] = field(default_factory=dict)
-    rules: tuple[RuleConfig, ...] = ()
-    calendar: CalendarConfig = field(default_factory=CalendarConfig)
-    calendars: dict[str, CalendarConfig] = field(default_factory=dict)  # named; "default" is [calendar]
-    sla: SlaConfig = field(default_factory=SlaConfig)
-    dedup: DedupConfig = field(default_factory=DedupConfig)
-    trust: TrustConfig | None = None
-    spam: SpamConfig = field(default_factory=SpamConfig)
-    templates_dir: Path | None = None
-    storage_dir: Path = Path("supportd-data")
-    default_language: str = "en"
-    desk_name: str = "Support"
-    once_timeout: float = 300.0
-    max_message_bytes: int = 50 * 1024 * 1024
-    raw_with_secrets: str = "drop"
-    attachments: AttachmentLimits = field(default_factory=AttachmentLimits)
-    encryption_keys_env: str | None = None  # names the variable holding Fernet keys, newest first
-    secret_env: str | None = None  # names the variable holding the ticket-address secret
-    lmtp_listen: tuple[str, int] | None = None  # host and port of the LMTP listener, if any
-    http_listen: tuple[str, int] | None = None  # host and port of /metrics, /healthz, /readyz, if any
-    dkim: DkimConfig | None = None
-    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    database_url: str
+    broker: BrokerConfig
+    queues: dict[str, QueueConfig]
+    rules: tuple[RuleConfig, ...]
+    calendar: CalendarConfig
+    calendars: dict[str, CalendarConfig]  # named; "default" is [calendar]
+    sla: SlaConfig
+    dedup: DedupConfig
+    trust: TrustConfig | None
+    spam: SpamConfig
+    templates_dir: Path | None
+    storage_dir: Path
+    default_language: str
+    desk_name: str
+    once_timeout: float
+    max_message_bytes: int
+    raw_with_secrets: str
+    attachments: AttachmentLimits
+    encryption_keys_env: str | None  # names the variable holding Fernet keys, newest first
+    secret_env: str | None  # names the variable holding the ticket-address secret
+    lmtp_listen: tuple[str, int] | None  # host and port of the LMTP listener, if any
+    http_listen: tuple[str, int] | None  # host and port of /metrics, /healthz, /readyz, if any
+    dkim: DkimConfig | None
+    retention: RetentionConfig
 
     @property
     def support_address(self) -> str:
@@ -212,7 +214,7 @@ def _tuples(value: Any) -> Any:
     return value
 
 
-def load_config(path: str | Any) -> Config:
+def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a config file; raise ConfigError on any problem."""
     source = str(path)
     try:
