@@ -6,6 +6,13 @@ listeners), `routing` (queues, rules, trust, spam, dedup), `calendars` (calendar
 paths, attachments, encryption, retention) and `files` (the whole file and the `Config` it yields). A wrong
 key or value raises `ConfigError` naming the file, the key and the reason (`errors`), and the CLI prints
 that line and exits 2. Nothing past this package sees raw TOML.
+
+Adding a key: one `Field(default, bounds, description=...)` in its table's model, and a line in
+`supportd.toml.example` (tests/test_config_schema.py fails until both agree). Adding a table: a `Section`
+model in the module of its group, a field of `SupportdFile`, and an attribute of `Config` if the code
+should read it under another name. A check that needs the running system (a file, an environment
+variable) is a validator raising ValueError with the reason; one about a key below the one it validates
+raises `KeyProblem(key, reason)`.
 """
 
 from mailer.config.calendars import WEEKDAYS, CalendarConfig, SlaConfig, SlaPolicy, always_open

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo, model_validator
 
 from mailer.config.errors import KeyProblem
 
@@ -19,6 +19,14 @@ class Section(BaseModel):
     """One TOML table: frozen, strict, and refusing keys it does not declare."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, validate_default=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_as_tuples(cls, data: Any) -> Any:
+        """Arrays become tuples (the models are frozen), whether they come from TOML or from Python code."""
+        if isinstance(data, dict):
+            return {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
+        return data
 
 
 def base_dir(info: ValidationInfo | None) -> Path:

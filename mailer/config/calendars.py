@@ -48,7 +48,7 @@ def _week(value: Any) -> Any:
     week = {}
     for day in WEEKDAYS:
         spans = value.get(day, ())
-        week[day] = tuple(sorted(_span(day, s) for s in spans)) if isinstance(spans, tuple) else spans
+        week[day] = tuple(sorted(_span(day, s) for s in spans)) if isinstance(spans, tuple | list) else spans
     return week
 
 
