@@ -1,7 +1,9 @@
 """The account directory: who is registered with which address, loaded from a CSV export.
 
 Columns: email, user_id, language, display_name, and optionally anti_phishing_code. Addresses are
-normalized on the way in (routing.verify.normalize_address), so look-ups are exact matches.
+normalized on the way in (routing.verify.normalize_address), so look-ups are exact matches. The language
+is a BCP 47 tag (zh-TW, zh_Hant, pt-BR, EN …) stored as the shipped tag it means (zh-Hant, pt, en); left
+empty, the mail's own language decides.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from mailer.db import Account, Database
+from parsing.language import SHIPPED, normalize_tag
 from routing.verify import normalize_address
 
 REQUIRED = ("email", "user_id")
@@ -44,7 +47,7 @@ def import_accounts(db: Database, path: Path) -> ImportReport:
             else:
                 updated += 1
             account.user_id = row["user_id"]
-            account.language = row.get("language") or "en"
+            account.language = row.get("language") or ""
             account.display_name = row.get("display_name") or ""
             account.anti_phishing_code = row.get("anti_phishing_code") or None
     return ImportReport(added, updated)
@@ -70,7 +73,9 @@ def _read(path: Path) -> list[dict[str, str]]:
                 raise ImportError_(f"{path}: line {line}: not an email address: {row.get('email')!r}")
             if not row.get("user_id"):
                 raise ImportError_(f"{path}: line {line}: user_id is empty")
-            if row.get("language") and row["language"] not in ("en", "zh"):
-                raise ImportError_(f"{path}: line {line}: language must be en or zh, not {row['language']!r}")
-            rows.append({**row, "email": email})
+            language = normalize_tag(row.get("language")) if row.get("language") else ""
+            if language is None:
+                raise ImportError_(f"{path}: line {line}: language {row['language']!r} is not one the desk "
+                                   f"answers in ({', '.join(SHIPPED)}, or a regional tag of one such as zh-TW)")
+            rows.append({**row, "email": email, "language": language})
         return rows

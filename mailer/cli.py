@@ -73,6 +73,11 @@ def _app(args: argparse.Namespace, *, upgrade: bool = True) -> App:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _with_drivers(load_config(args.file))
     _warn(config)
+    if config.templates_dir:
+        from templates import check_override
+
+        for problem in check_override(config.templates_dir):
+            print(f"supportd: {'error' if problem.error else 'warning'}: {problem}", file=sys.stderr)
     print(f"{args.file}: OK ({len(config.mailboxes)} mailboxes, {len(config.queues)} queues, "
           f"{len(config.rules)} rules, database {config.database_url.split('@')[-1]})")
     if config.dkim and not config.dkim.relay_signs:

@@ -22,6 +22,7 @@ from mailer.work import (
     resume_clock,
     store_attachments,
 )
+from parsing.language import language_name
 from routing.authresults import evaluate
 from routing.specialists import SpecialistReply, find_ticket_address, parse_reply, ticket_address
 from routing.verify import normalize_address
@@ -185,6 +186,7 @@ def forward_to_specialists(work: Work) -> bool:
         "attachments": [(a.filename, a.content_type, a.size, a.refused_reason) for a in message.attachments],
         "due_text": format_local(due, work.app.calendar.zone, "en") if due else "",
         "time_zone": work.app.config.calendar.time_zone, "secrets": list(work.secrets),
+        "language": ticket.language, "language_name": language_name(ticket.language),
     }
     for specialist in queue.specialists:
         row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose="forward",

@@ -41,6 +41,7 @@ from mailer.work import (
     store_attachments,
 )
 from parsing.identifiers import extract_identifiers
+from parsing.language import choose_language
 from parsing.message import parse, without_body
 from parsing.normalize import content_hash
 from parsing.secrets import kind_names, redact
@@ -287,6 +288,7 @@ def _ack_context(work: Work, account: AccountRef) -> dict[str, object]:
         "due_text": format_local(due, calendar.zone, ticket.language) if due else "",
         "time_zone": calendar.zone.key,
         "first_response_target": parse_duration(policy.first_response).describe(ticket.language),
+        "articles": [],  # help articles that may answer the mail while it waits: [{"title": …, "url": …}]
     }
 
 
@@ -396,7 +398,7 @@ def _new_ticket(work: Work) -> Ticket:
         queue=route.queue, priority=route.priority, status="open",
         customer_email=verification.address or first_from(mail).lower(),
         account_id=account.id if account else None, verified=verification.status,
-        language=(account.language if account and account.language in ("en", "zh") else mail.language),
+        language=choose_language(account.language if account else None, mail.language, app.config.default_language),
         subject=mail.subject[:2000], identifiers=mail.identifiers.to_json(), created_at=arrived, updated_at=arrived,
         first_response_due=due.first_response, resolution_due=due.resolution, sla_calendar=policy.calendar)
     work.session.add(ticket)

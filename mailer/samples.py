@@ -18,7 +18,7 @@ ACCOUNTS_CSV = """email,user_id,language,display_name,anti_phishing_code
 li.wei@example.cn,10023345,zh,李伟,LW-7731
 anna.schmidt@example.de,10088812,en,Anna Schmidt,SUN-RIVER
 kenji@example.jp,10099001,en,Kenji Sato,
-chen.mei@example.tw,10077123,zh,陳美,MEI-42
+chen.mei@example.tw,10077123,zh-TW,陳美,MEI-42
 omar@example.com,10066554,en,Omar Haddad,OH-PHX
 """
 

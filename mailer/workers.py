@@ -21,6 +21,7 @@ from mailer.config import BrokerConfig
 from mailer.db import utcnow
 from mailer.escalate import escalate
 from mailer.outbox import deliver
+from parsing.language import load_models
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class Workers:
 
     def start(self, threads: int) -> None:
         if threads > 0 and self._worker is None:
+            load_models()
             self._worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
             self._worker.start()
 

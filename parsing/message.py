@@ -74,7 +74,7 @@ class ParsedMail:
     headers: dict[str, tuple[str, ...]]  # lower-case name -> decoded values, in order
     trace: tuple[tuple[str, str], ...]  # all header fields (lower-case name, value), top first
     defects: tuple[str, ...]
-    language: str
+    language: str | None  # shipped BCP 47 tag (parsing.language); None when the text has no words
     identifiers: Identifiers
     content_hash: str  # of the normalized subject and new text: equal for a re-sent complaint
     report: DeliveryReport | None  # set for a delivery status notification (a bounce)

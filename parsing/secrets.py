@@ -44,8 +44,27 @@ _LATIN_WORD = re.compile(r"[a-z]+")
 _CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
 
 
-KIND_NAMES = {"zh": {"seed phrase": "助记词", "private key": "私钥", "API secret": "API 密钥", "password": "密码",
-                    "2FA code": "二次验证码"}}
+# Shown to the customer in the secret warning, in the ticket's language (English names where none).
+KIND_NAMES = {
+    "zh-Hans": {"seed phrase": "助记词", "private key": "私钥", "API secret": "API 密钥", "password": "密码",
+                "2FA code": "二次验证码"},
+    "zh-Hant": {"seed phrase": "助記詞", "private key": "私鑰", "API secret": "API 金鑰", "password": "密碼",
+                "2FA code": "二階段驗證碼"},
+    "ja": {"seed phrase": "シードフレーズ", "private key": "秘密鍵", "API secret": "APIシークレット",
+           "password": "パスワード", "2FA code": "二段階認証コード"},
+    "ko": {"seed phrase": "시드 구문", "private key": "개인 키", "API secret": "API 시크릿", "password": "비밀번호",
+           "2FA code": "2단계 인증 코드"},
+    "ru": {"seed phrase": "сид-фраза", "private key": "закрытый ключ", "API secret": "API-секрет", "password": "пароль",
+           "2FA code": "код 2FA"},
+    "vi": {"seed phrase": "cụm từ khôi phục", "private key": "khóa riêng tư", "API secret": "API secret",
+           "password": "mật khẩu", "2FA code": "mã 2FA"},
+    "tr": {"seed phrase": "kurtarma ifadesi", "private key": "özel anahtar", "API secret": "API gizli anahtarı",
+           "password": "şifre", "2FA code": "2FA kodu"},
+    "es": {"seed phrase": "frase semilla", "private key": "clave privada", "API secret": "secreto de API",
+           "password": "contraseña", "2FA code": "código 2FA"},
+    "pt": {"seed phrase": "frase de recuperação", "private key": "chave privada", "API secret": "segredo de API",
+           "password": "senha", "2FA code": "código 2FA"},
+}
 
 
 def kind_names(kinds: tuple[str, ...], language: str) -> list[str]:

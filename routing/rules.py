@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from mailer.config import RuleConfig
@@ -26,12 +27,26 @@ class RouteDecision:
     reasons: tuple[str, ...]
 
 
+# Scripts written without spaces between words (Chinese, Japanese) or with particles glued to the word
+# (Korean: 입금이, 출금을): a keyword there matches anywhere.
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
+# What continues a word for Latin-script and Cyrillic keywords; CJK next to "api" does not.
+_WORD_CHAR = r"[0-9a-z\u00c0-\u024f\u1e00-\u1eff\u0400-\u04ff]"
+
+
+def fold(text: str) -> str:
+    """Lower case that survives Turkish and decomposed Vietnamese: İ/I/ı all become i, accents composed."""
+    return unicodedata.normalize("NFC", text).lower().replace("i\u0307", "i").replace("ı", "i")
+
+
 def _keyword_pattern(keyword: str) -> re.Pattern[str]:
-    escaped = re.escape(keyword.lower())
-    # Latin words match whole words only; CJK has no spaces between words, so substrings are right there.
-    if keyword.isascii():
-        return re.compile(r"(?<![a-z0-9])" + escaped + r"(?![a-z0-9])")
-    return re.compile(escaped)
+    """Whole words for spaced scripts ("api" does not match "rapid"); a trailing * matches any ending
+    ("yatır*" matches "yatırdım", "вывод*" matches "выводом"); substrings for CJK and Hangul."""
+    prefix = keyword.endswith("*")
+    word = fold(keyword.rstrip("*"))
+    if _UNSPACED.search(word):
+        return re.compile(re.escape(word))
+    return re.compile(rf"(?<!{_WORD_CHAR})" + re.escape(word) + ("" if prefix else rf"(?!{_WORD_CHAR})"))
 
 
 @dataclass(frozen=True)
@@ -51,7 +66,7 @@ class CompiledRule:
         return not (r.subject or r.body or r.sender or r.identifiers or r.attachment_types)
 
     def reasons(self, mail: ParsedMail, sender: str | None) -> list[tuple[str, str]]:
-        subject, body = mail.subject.lower(), mail.new_text.lower()
+        subject, body = fold(mail.subject), fold(mail.new_text)
         found = [("subject", f"subject contains {k!r}") for k, p in self.subject if p.search(subject)]
         found += [("body", f"body contains {k!r}") for k, p in self.body if p.search(body)]
         found += [("identifier", f"mail carries a {kind}") for kind in self.config.identifiers

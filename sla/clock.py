@@ -18,7 +18,10 @@ from datetime import datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from babel.dates import format_date, format_time, get_datetime_format
+
 from mailer.config import SlaPolicy
+from parsing.language import DEFAULT, babel_locale, normalize_tag
 from sla.calendar import BusinessCalendar, parse_duration
 
 
@@ -78,14 +81,11 @@ def warn_instant(calendar: BusinessCalendar, start: datetime, target: timedelta,
     return calendar.add(start, target * share + paused)
 
 
-_WEEKDAYS = {"en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
-             "zh": ("星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日")}
-
-
 def format_local(moment: datetime, zone: ZoneInfo, language: str) -> str:
-    """A due time as a customer reads it, in the desk's zone: "Wednesday 25 November 2026, 10:00"."""
+    """A due time as a customer reads it, in the desk's zone and their language's conventions (CLDR via Babel):
+    "Wednesday, November 25, 2026, 10:00 AM", "2026年11月25日星期三 10:00", "среда, 25 ноября 2026 г., 10:00"."""
     local = moment.astimezone(zone)
-    weekday = _WEEKDAYS.get(language, _WEEKDAYS["en"])[local.weekday()]
-    if language == "zh":
-        return f"{local.year}年{local.month}月{local.day}日（{weekday}）{local:%H:%M}"
-    return f"{weekday} {local.day} {local:%B %Y, %H:%M}"
+    locale = babel_locale(normalize_tag(language) or DEFAULT)
+    pattern = str(get_datetime_format("medium", locale=locale)).replace("'", "")
+    return (pattern.replace("{1}", format_date(local.date(), "full", locale=locale))
+            .replace("{0}", format_time(local.time(), "short", locale=locale)))

@@ -95,7 +95,9 @@ def test_a_failing_stage_quarantines_and_retry_recovers(make_config: ConfigFacto
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     overrides = tmp_path / "my-templates" / "ack"
     overrides.mkdir(parents=True)
-    (overrides / "en.txt.j2").write_text("Hello {{ customer_name | nosuchfilter }}\n")  # a broken template
+    # A template that passes the start-up check (it parses, reads only what the pipeline gives) but fails
+    # when it renders; one that does not parse would stop the daemon at start instead (tests/test_templates.py).
+    (overrides / "en.txt.j2").write_text("Hello {{ ticket // 0 }}\n")
     path, config = make_config(paths={"templates": str(overrides.parent), "storage": str(tmp_path / "data")})
     prepared_app(config, tmp_path).close()
     mailbox.append(text_mail("omar@example.com", "Deposit missing", "missing", "<q1@x>"),
@@ -103,7 +105,7 @@ def test_a_failing_stage_quarantines_and_retry_recovers(make_config: ConfigFacto
     assert run_once(path) == 0
     rows = _raw_rows(config.database_url)
     assert rows["<q1@x>"].status == "quarantined" and rows["<q1@x>"].stage == "reply"
-    assert "nosuchfilter" in (rows["<q1@x>"].error or "")
+    assert "ZeroDivisionError" in (rows["<q1@x>"].error or "")
     assert rows["<q2@x>"].status == "done"  # the unverified template is not overridden
     assert len(smtp_sink.delivered) == 1
 

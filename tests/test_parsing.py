@@ -24,7 +24,7 @@ def test_gb2312_label_with_gbk_only_characters_is_read_whole() -> None:
     assert mail.subject == subject
     assert mail.text.strip() == "充值未到账 鍮"
     assert mail.defects == ()
-    assert mail.language == "zh"
+    assert mail.language == "zh-Hans"
 
 
 @pytest.mark.parametrize("charset", ["utf-8", "gbk", "gb2312", "gb18030", "big5"])

@@ -59,7 +59,7 @@ def test_each_complaint_lands_in_the_right_queue(demo_run: tuple[Path, list[dict
     deposit = by_subject["充值未到账，请尽快处理"]
     assert deposit["identifiers"]["user_ids"] == ["10023345"]
     assert deposit["identifiers"]["chains"] == ["TRC20"]
-    assert deposit["language"] == "zh"
+    assert deposit["language"] == "zh-Hans"
     for row in rows:
         for key in ("id", "queue", "priority", "status", "customer_email", "verified", "subject", "message_count",
                     "first_response_due"):

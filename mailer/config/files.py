@@ -235,7 +235,20 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: P
         raise config_error(source, exc) from None
     except KeyProblem as problem:  # raised outside any one field, e.g. by the model's own checks
         raise ConfigError(source, ".".join(map(str, problem.path)), str(problem)) from None
-    return Config.from_file(file, source, folder)
+    config = Config.from_file(file, source, folder)
+    if config.templates_dir:
+        _check_templates(config.templates_dir)
+    return config
+
+
+def _check_templates(directory: Path) -> None:
+    """A template that does not parse or reads a variable nobody provides would fail every such reply."""
+    from templates import check_override
+
+    errors = [p for p in check_override(directory) if p.error]
+    if errors:
+        more = f" (and {len(errors) - 1} more: supportd check-config lists them)" if len(errors) > 1 else ""
+        raise ConfigError(str(errors[0].path), errors[0].key, errors[0].reason + more)
 
 
 def json_schema() -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field, model_validator
 from mailer.config.base import Section
 from mailer.config.errors import KeyProblem
 from parsing.attachments import Limits as AttachmentLimits
+from parsing.language import SHIPPED, normalize_tag
 
 # Five years: the usual record-keeping duty of a financial firm for customer correspondence.
 RETENTION_MINIMUM_DAYS = 5 * 365
@@ -22,11 +23,20 @@ def _secret_variable(variable: str) -> str:
     return variable
 
 
+def _desk_language(value: str) -> str:
+    tag = normalize_tag(value)
+    if tag is None:
+        raise ValueError(f"must be a language the desk answers in ({', '.join(SHIPPED)}); got {value!r}")
+    return tag
+
+
 class DeskSection(Section):
     """`[desk]`: who answers, in which language, and limits on what is taken in."""
 
     name: str = Field("Support", description="signs the replies")
-    language: Literal["en", "zh"] = Field("en", description="en | zh: default language of the desk")
+    language: Annotated[str, AfterValidator(_desk_language)] = Field(
+        "en", description=f"answers when neither the account nor the mail says: {' '.join(SHIPPED)} "
+                          "(zh-TW and the like accepted)")
     once_timeout: float = Field(300.0, ge=1, description="`run --once`: give up waiting for replies after this")
     max_message_bytes: int = Field(50 * MB, ge=1024, description="larger mails are quarantined at intake")
     raw_with_secrets: Literal["drop", "keep"] = Field(

@@ -4,21 +4,36 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, create_model
 from pydantic.json_schema import SkipJsonSchema
 
 from mailer.config.base import Items, Section, Text
+from parsing.language import SHIPPED, fallback_chain
 
 PRIORITIES = ("low", "normal", "high", "urgent")
 Priority = Literal["low", "normal", "high", "urgent"]
 
 
-class QueueConfig(Section):
+def _title_attribute(tag: str) -> str:
+    return "title_" + tag.replace("-", "_")
+
+
+# `title_<tag>` for every shipped language (`title_zh-Hans` in the file); declared from the list of shipped
+# languages so that a language added there gets its key here.
+_QueueTitles: type[Section] = create_model(  # type: ignore[call-overload]
+    "_QueueTitles", __base__=Section,
+    **{_title_attribute(tag): (str | None, Field(None, alias=f"title_{tag}",
+                                                 description=f"the queue's name for customers writing in {tag}; "
+                                                             "a missing one falls back like templates do"))
+       for tag in SHIPPED},
+    title_zh=(str | None, Field(None, description="the older name of title_zh-Hans")),
+)
+
+
+class QueueConfig(_QueueTitles):  # type: ignore[misc, valid-type]
     """One `[queues.NAME]` table; the table's name is the queue's name."""
 
     name: SkipJsonSchema[str] = ""  # set from the table's name, never written in the file
-    title_en: str | None = Field(None, description="the queue's name shown to customers; default NAME")
-    title_zh: str | None = Field(None, description="the same in Chinese; default NAME")
     specialists: Items = Field((), description="addresses of the specialists who answer this queue's tickets")
     lead: str | None = Field(None, description="address warned before an SLA target is missed")
     auth_policy: Literal["none", "aligned", "dmarc"] = Field(
@@ -26,7 +41,10 @@ class QueueConfig(Section):
 
     @property
     def title(self) -> dict[str, str]:
-        return {"en": self.title_en or self.name, "zh": self.title_zh or self.name}
+        """The title in every shipped language: `title_<tag>` where given, else along the fallback chain."""
+        given = {tag: getattr(self, _title_attribute(tag)) for tag in SHIPPED}
+        given["zh-Hans"] = given["zh-Hans"] or self.title_zh  # the key before there were two Chinese
+        return {tag: next((given[t] for t in fallback_chain(tag) if given.get(t)), self.name) for tag in SHIPPED}
 
 
 class RuleConfig(Section):
