@@ -122,3 +122,17 @@ def test_mistakes_are_one_line_in_our_words(data: dict[str, Any], message: str) 
 def test_empty_trust_and_dkim_tables_mean_off() -> None:
     config = config_from_dict({"smtp": SMTP, "trust": {}, "dkim": {}})
     assert config.trust is None and config.dkim is None
+
+
+def test_the_config_does_not_import_the_calendar_that_reads_it() -> None:
+    """sla.calendar reads CalendarConfig; the config checks durations through sla.duration, never the calendar."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    imported = set()
+    for path in [*(root / "mailer" / "config").glob("*.py"), root / "sla" / "duration.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add((path.name, node.module))
+    assert {module for _, module in imported} & {"sla.calendar", "sla.clock", "sla"} == set()
+    assert ("duration.py", "mailer.config") not in imported
