@@ -1,12 +1,19 @@
-"""Ingest benchmark: N realistic mails through IMAP → pipeline → SMTP, end to end.
+"""Ingest benchmark: N realistic mails through IMAP → pipeline → SMTP, against the fetch+parse floor.
 
-    python bench/ingest.py [--mails 2000] [--database sqlite|postgres] [--threads 4]
+    python bench/ingest.py [--mails 2000] [--database sqlite|postgres] [--threads 4] [--count]
+    python bench/ingest.py --database postgres --broker redis --workers N   # N = 0: the intake alone
 
 Appends N customer mails of 5–50 KB (a fifth with a screenshot) to a real IMAP server (Dovecot when
-installed and run as root, else the embedded pymap server), then runs `supportd run --once` as a
-separate process against it and an aiosmtpd sink in this process. Prints messages per second end to
-end, p50/p95 of arrival-to-reply-sent (arrival = when intake committed the mail), and the daemon's
-peak RSS.
+installed and run as root, else the embedded pymap server). Then, in the same run and over the same
+mailbox, measures the floor (imapclient FETCH in batches of 200 + `mailparser.parse_from_bytes`, nothing
+else) and runs `supportd run --once` as a separate process against it and an aiosmtpd sink in this
+process. Prints supportd's time as a multiple of the floor's, messages per second, the time to the first
+acknowledgement, acknowledgements sent per 10 % of mails processed, and with `--count` SQL statements
+and commits per mail (every process of supportd counted, `bench/count_sql.py`).
+
+With `--broker redis --workers N`, `supportd run --once` is the intake only (no worker threads) and N
+`supportd worker` processes do the pipeline and the sending; N = 0 times the intake alone (until every
+mail is stored).
 """
 
 from __future__ import annotations
@@ -20,24 +27,42 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import tomli_w
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mailer import migrate
 from mailer.accounts import import_accounts
-from mailer.db import Database, Outbox, RawMessage
+from mailer.db import Database, Outbox, RawMessage, Ticket
 from mailer.embedded import SmtpSink
 from mailer.samples import bulk_mail
-from tests.servers import Dovecot, Pymap, dovecot_available
+from tests.servers import Dovecot, Mailbox, Pymap, dovecot_available
+
+FLOOR_BATCH = 200
+BENCH = Path(__file__).resolve().parent
 
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def measure_floor(mailbox: Mailbox) -> float:
+    """Seconds to fetch every mail in batches of 200 and parse each with mail-parser: nothing else."""
+    import mailparser
+
+    started = time.perf_counter()
+    with mailbox.client() as client:
+        client.select_folder("INBOX", readonly=True)
+        uids = sorted(client.search(["ALL"]))
+        for start in range(0, len(uids), FLOOR_BATCH):
+            for data in client.fetch(uids[start:start + FLOOR_BATCH], ["BODY.PEEK[]"]).values():
+                mailparser.parse_from_bytes(bytes(data[b"BODY[]"]))
+    return time.perf_counter() - started
 
 
 def main() -> int:
@@ -45,7 +70,12 @@ def main() -> int:
     parser.add_argument("--mails", type=int, default=2000)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--threads", type=int, default=4, help="worker threads in the daemon")
+    parser.add_argument("--broker", choices=["embedded", "redis"], default="embedded")
+    parser.add_argument("--workers", type=int, default=None, help="`supportd worker` processes (redis broker)")
+    parser.add_argument("--count", action="store_true", help="count SQL statements and commits per mail")
     args = parser.parse_args()
+    if args.broker == "redis" and args.workers is None:
+        parser.error("--broker redis needs --workers N")
 
     workdir = Path(tempfile.mkdtemp(prefix="supportd-bench-"))
     backend = (Dovecot() if dovecot_available() else Pymap()).start()
@@ -53,12 +83,16 @@ def main() -> int:
     mailbox = backend.new_mailbox()
     try:
         db_url = _database(args.database, workdir)
+        broker: dict[str, object] = {"worker_threads": args.threads}
+        if args.broker == "redis":
+            broker = {"url": "redis://127.0.0.1:6379/0", "namespace": f"supportd-bench-{os.getpid()}",
+                      "worker_threads": 0}
         config_path = workdir / "supportd.toml"
         config_path.write_text(tomli_w.dumps({
             "mailboxes": [{"name": "bench", "url": mailbox.url(), "batch_size": 200}],
             "smtp": {"url": sink.url, "from_address": "support@desk.example"},
             "database": {"url": db_url},
-            "broker": {"worker_threads": args.threads},
+            "broker": broker,
             "desk": {"once_timeout": 1800},
             "paths": {"storage": str(workdir / "data")},
         }))
@@ -81,28 +115,36 @@ def main() -> int:
               f"({sum(map(len, raws)) / 1e6:.1f} MB, mean {statistics.mean(map(len, raws)) / 1e3:.1f} KB) "
               f"in {appended:.1f}s")
 
-        started = time.perf_counter()
-        prefix = os.environ.get("SUPPORTD_BENCH_WRAP", "").split()
-        result = subprocess.run([*prefix, sys.executable, "-m", "mailer", "--log-level", "WARNING", "run", "--config",
-                                 str(config_path), "--once"], capture_output=True, text=True)
-        elapsed = time.perf_counter() - started
-        peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        if result.returncode != 0:
-            print(result.stderr, file=sys.stderr)
-            return result.returncode
+        cpu_started = time.process_time()
+        floor = measure_floor(mailbox)
+        floor_cpu = time.process_time() - cpu_started
+        print(f"floor (FETCH in batches of {FLOOR_BATCH} + mailparser.parse_from_bytes): {floor:.2f}s = "
+              f"{args.mails / floor:.0f} mails/s; {floor_cpu / args.mails * 1000:.2f} ms CPU per mail")
 
-        with db.session() as session:
-            arrivals = dict(session.execute(select(RawMessage.ticket_id, RawMessage.received_at)).all())
-            sent = session.execute(select(Outbox.ticket_id, Outbox.sent_at)).all()
-        db.dispose()
-        latencies = [(sent_at - arrivals[ticket]).total_seconds() for ticket, sent_at in sent if sent_at]
-        print(f"database: {args.database}; broker: embedded, {args.threads} worker threads")
-        print(f"end to end: {args.mails} mails in {elapsed:.2f}s = {args.mails / elapsed:.0f} messages/s "
-              f"(daemon start-up included)")
-        print(f"replies received by SMTP sink: {len(sink.delivered)}")
-        print(f"arrival to reply sent: p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
-              f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms")
+        counts = workdir / "counts.txt"
+        children_cpu = _children_cpu()
+        run_started = datetime.now(UTC)
+        if args.broker == "redis":
+            elapsed, peak_rss_mb = _run_scaled(args, config_path, db, counts)
+        else:
+            elapsed, peak_rss_mb = _run_daemon(args, config_path, counts, extra=[])
+        if elapsed is None:
+            return 1
+        cpu = (_children_cpu() - children_cpu) / args.mails
+        print(f"database: {args.database}; broker: {_broker_text(args)}; load average {os.getloadavg()[0]:.1f}")
+        print(f"supportd: {args.mails} mails in {elapsed:.2f}s = {args.mails / elapsed:.0f} mails/s "
+              f"(start-up included) = {elapsed / floor:.1f}× the floor's time; CPU of all its processes "
+              f"{cpu * 1000:.2f} ms per mail = {cpu * args.mails / floor_cpu:.1f}× the floor's CPU")
+        if args.broker == "redis" and args.workers == 0:
+            return 0
+        _report_ledger(db, args.mails, run_started, len(sink.delivered))
+        if args.count and counts.exists():
+            statements, commits = (sum(int(line.split()[i]) for line in counts.read_text().splitlines())
+                                   for i in (0, 1))
+            print(f"SQL per mail (all supportd processes, start-up included): {statements / args.mails:.1f} "
+                  f"statements, {commits / args.mails:.3f} commits")
         print(f"daemon peak RSS: {peak_rss_mb:.0f} MB")
+        db.dispose()
         return 0
     finally:
         mailbox.close()
@@ -110,12 +152,105 @@ def main() -> int:
         backend.stop()
 
 
+def _supportd(args: argparse.Namespace, counts: Path) -> list[str]:
+    prefix = os.environ.get("SUPPORTD_BENCH_WRAP", "").split()
+    if args.count:
+        return [*prefix, sys.executable, str(BENCH / "count_sql.py"), str(counts)]
+    return [*prefix, sys.executable, "-m", "mailer"]
+
+
+def _run_daemon(args: argparse.Namespace, config_path: Path, counts: Path,
+                extra: list[str]) -> tuple[float | None, float]:
+    started = time.perf_counter()
+    result = subprocess.run([*_supportd(args, counts), "--log-level", "WARNING", "run", "--config", str(config_path),
+                             "--once", *extra], capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if result.returncode != 0:
+        print(result.stderr, file=sys.stderr)
+        return None, peak_rss_mb
+    return elapsed, peak_rss_mb
+
+
+def _run_scaled(args: argparse.Namespace, config_path: Path, db: Database,
+                counts: Path) -> tuple[float | None, float]:
+    """One intake (`run --once`, no worker threads) plus N `supportd worker` processes."""
+    command = [*_supportd(args, counts), "--log-level", "WARNING"]
+    workers = [subprocess.Popen([*command, "worker", "--config", str(config_path), "--threads", str(args.threads)])
+               for _ in range(args.workers)]
+    try:
+        if args.workers == 0:
+            return _intake_alone(command, config_path, db, args.mails)
+        return _run_daemon(args, config_path, counts, extra=[])
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(60)
+
+
+def _intake_alone(command: list[str], config_path: Path, db: Database, mails: int) -> tuple[float | None, float]:
+    started = time.perf_counter()
+    intake = subprocess.Popen([*command, "run", "--config", str(config_path), "--once"])
+    try:
+        while _stored(db) < mails:
+            if intake.poll() is not None:
+                return None, 0.0
+            time.sleep(0.05)
+        return time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    finally:
+        intake.terminate()
+        intake.wait(60)
+
+
+def _children_cpu() -> float:
+    """User + system seconds of the finished child processes (and theirs), e.g. supportd and its pool."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _stored(db: Database) -> int:
+    with db.reading() as session:
+        return session.scalar(select(func.count()).select_from(RawMessage)) or 0
+
+
+def _report_ledger(db: Database, mails: int, run_started: datetime, delivered: int) -> None:
+    with db.reading() as session:
+        processed = sorted(at for at in session.scalars(select(RawMessage.processed_at)) if at)
+        statuses = dict(session.execute(select(RawMessage.status, func.count()).group_by(RawMessage.status)).all())
+        tickets = session.scalar(select(func.count()).select_from(Ticket)) or 0
+        sent = sorted(at for at in session.scalars(select(Outbox.sent_at).where(Outbox.status == "sent")) if at)
+        arrivals = dict(session.execute(select(RawMessage.ticket_id, RawMessage.received_at)).all())
+        pairs = session.execute(select(Outbox.ticket_id, Outbox.sent_at)).all()
+    latencies = [(sent_at - arrivals[ticket]).total_seconds() for ticket, sent_at in pairs if sent_at]
+    print(f"ledger: {statuses}; {tickets} tickets; {len(sent)} replies marked sent; {delivered} received by the sink")
+    if not sent or not processed:
+        return
+    print(f"first acknowledgement sent {(sent[0] - run_started).total_seconds():.2f}s after the daemon started; "
+          f"arrival to reply sent: p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+          f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms")
+    curve, worst = [], 0.0
+    for tenth in range(1, 11):
+        moment = processed[min(len(processed), round(len(processed) * tenth / 10)) - 1]
+        share = sum(1 for at in sent if at <= moment) / len(sent)
+        curve.append(f"{share * 100:.0f}")
+        worst = max(worst, tenth / 10 - share)
+    print(f"acknowledgements sent (% of all) when 10, 20 … 100 % of mails were processed: {' '.join(curve)}; "
+          f"furthest below the diagonal: {worst * 100:.0f} points")
+
+
+def _broker_text(args: argparse.Namespace) -> str:
+    if args.broker == "redis":
+        return f"redis, one intake + {args.workers} `supportd worker` processes × {args.threads} threads"
+    return f"embedded, {args.threads} worker threads"
+
+
 def _database(kind: str, workdir: Path) -> str:
     if kind == "sqlite":
         return f"sqlite:///{workdir / 'bench.db'}"
     import psycopg
 
-    name = f"supportd_bench_{int(time.time())}"
+    name = f"supportd_bench_{int(time.time())}_{os.getpid()}"
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return f"postgresql://postgres@127.0.0.1:5432/{name}"

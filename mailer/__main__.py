@@ -4,4 +4,5 @@ import sys
 
 from mailer.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a worker process of the parsing pool imports this module
+    sys.exit(main())

@@ -14,8 +14,10 @@ from mailer.crypto import Sealer
 from mailer.db import Database, Ticket
 from mailer.dkim import DkimSigner
 from mailer.links import Links
+from mailer.prepare import BatchOrder, PreparePool
 from mailer.smtp import SmtpClient
 from mailer.store import ContentStore
+from routing.help import HelpIndex
 from routing.rules import Router
 from sla.calendar import BusinessCalendar
 from templates import Renderer
@@ -25,6 +27,7 @@ from templates import Renderer
 class App:
     config: Config
     db: Database
+    cpu: PreparePool | None = None  # worker processes for parsing and redaction (the embedded daemon's)
 
     @classmethod
     def from_config(cls, config: Config) -> App:
@@ -45,8 +48,20 @@ class App:
         return self.calendars[policy.calendar], policy
 
     @cached_property
+    def batch_order(self) -> BatchOrder:
+        return BatchOrder()
+
+    @cached_property
     def router(self) -> Router:
         return Router(self.config.rules)
+
+    @cached_property
+    def help_index(self) -> HelpIndex | None:
+        """The knowledge base's BM25 indexes, built once (the daemon builds them at start)."""
+        help_config = self.config.help
+        if help_config is None:
+            return None
+        return HelpIndex(help_config.articles, help_config.min_score, help_config.max_suggestions)
 
     @cached_property
     def renderer(self) -> Renderer:
@@ -91,6 +106,8 @@ class App:
         return path.read_text().strip().encode()
 
     def close(self) -> None:
+        if self.cpu is not None:
+            self.cpu.close()
         if "smtp" in self.__dict__:
             self.smtp.close()
         self.db.dispose()

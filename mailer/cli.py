@@ -23,6 +23,7 @@ from mailer.cli_config import register as register_config_commands
 from mailer.cli_retention import register as register_retention_commands
 from mailer.cli_spam import register as register_spam_commands
 from mailer.config import Config, ConfigError, load_config
+from sla import quality
 
 if TYPE_CHECKING:  # the CLI imports the heavy modules only for the command that runs
     from mailer.app import App
@@ -330,6 +331,21 @@ def cmd_storage_rotate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _feedback(app: App, since: datetime | None) -> tuple[list[quality.FeedbackRow], list[quality.FeedbackRow]]:
+    """Ratings and review scores of tickets created since `since`, per queue and per specialist."""
+    from mailer.db import Rating, Review, Ticket
+
+    with app.db.reading() as session:
+        rows = {}
+        for model in (Rating, Review):
+            value = model.rating if model is Rating else model.score
+            query = select(model.queue, model.specialist, value).join(Ticket, Ticket.id == model.ticket_id)
+            if since is not None:
+                query = query.where(Ticket.created_at >= since)
+            rows[model] = [quality.Feedback(*row) for row in session.execute(query)]
+    return quality.build(rows[Rating], rows[Review])
+
+
 def cmd_sla_report(args: argparse.Namespace) -> int:
     from mailer.db import Ticket, utcnow
     from sla import report
@@ -352,15 +368,21 @@ def cmd_sla_report(args: argparse.Namespace) -> int:
     reports = report.build(times, lambda t: app.calendars[app.config.sla.policy_for(t.queue, t.priority).calendar],
                            utcnow(), target_hours)
     reports = report.with_waiting(reports, cli_ops.waiting_tickets(app), app.calendars, utcnow())
+    satisfaction, specialists = _feedback(app, since)
     if args.json:
+        csat = {row.name: row.to_json() for row in satisfaction}
         for item in reports:
-            print(json.dumps(item.to_json(), ensure_ascii=False))
+            print(json.dumps({**item.to_json(), "csat": csat.get(item.queue)}, ensure_ascii=False))
+        for person in specialists:
+            print(json.dumps({"specialist": person.name, **person.to_json()}, ensure_ascii=False))
     else:
-        print(report.text_table(reports) + "\n\n" + report.at_risk_table(reports))
+        print(report.text_table(reports) + "\n\n" + report.at_risk_table(reports)
+              + quality.text_tables(satisfaction, specialists))
     if args.html:
         bins = [f"{lo}–{hi}h" if hi else f"{lo}h+" for lo, hi in report.BINS]
         page = app.renderer.env.get_template("report/sla.html.j2").render(
             reports=reports, bins=bins, desk_name=app.config.desk_name, at_risk_labels=report.AT_RISK_LABELS,
+            satisfaction=satisfaction, specialists=specialists,
             period=f"since {args.since}" if args.since else "at any time",
             generated=utcnow().astimezone(app.calendar.zone).strftime("%Y-%m-%d %H:%M %Z"))
         Path(args.html).write_text(page, encoding="utf-8")

@@ -114,9 +114,13 @@ def _encoded(value: str) -> str:
 def schedule_reply(session: Session, renderer: Renderer, sender: Sender, *, ticket: Ticket, purpose: str,
                    key: str, to_address: str, replying_to: TicketMessage, context: dict[str, object],
                    auto_submitted: str | None = "auto-replied", reply_to: str | None = None,
-                   attachments: tuple[OutgoingFile, ...] = (), language: str | None = None) -> Outbox:
-    """Render `purpose` for the ticket's language and queue it to `to_address`, once per `key`."""
-    existing = session.scalar(select(Outbox).where(Outbox.idempotency_key == key))
+                   attachments: tuple[OutgoingFile, ...] = (), language: str | None = None,
+                   known_new: bool = False) -> Outbox:
+    """Render `purpose` for the ticket's language and queue it to `to_address`, once per `key`.
+
+    `known_new`: the caller has just looked the key up in this transaction and found no row.
+    """
+    existing = None if known_new else session.scalar(select(Outbox).where(Outbox.idempotency_key == key))
     if existing is not None:
         return existing
     language = language or ticket.language

@@ -8,6 +8,7 @@ mailboxes hold now, waits until every resulting reply is sent, marks the mails o
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from mailer.db import Outbox, RawMessage, utcnow
 from mailer.escalate import escalate, recompute_if_changed
 from mailer.intake import NETWORK_ERRORS, MailboxIntake
 from mailer.lmtp import start_listener
+from mailer.prepare import PreparePool
 from mailer.reload import ReloadRefused, reloaded, retire
 from mailer.service import Service
 from mailer.tls import LinkError
@@ -30,6 +32,7 @@ from mailer.workers import Workers
 log = logging.getLogger(__name__)
 
 TICK = 1.0  # how often the main loop looks for a reload request, a takeover or a broker back
+DRAIN_CHECK, DRAIN_SETTLE = 1.0, 0.05
 
 
 class DaemonError(Exception):
@@ -63,6 +66,9 @@ class Daemon:
 
     def _start(self) -> None:
         recompute_if_changed(self.app)
+        _ = self.app.help_index  # index the knowledge base now, not on the first mail
+        if self.app.config.broker.embedded and (os.cpu_count() or 1) > 1:
+            self.app.cpu = PreparePool().start()  # every core parses; this process writes the ledger and sends
         self.workers.start(self.app.config.broker.worker_threads)
         # An embedded broker's queue died with the previous process: everything unfinished is ours again.
         self._enqueue(reconcile.at_start(self.app, reclaim_all_sending=self.app.config.broker.embedded))
@@ -100,7 +106,7 @@ class Daemon:
         with self.app.db.reading() as session:
             mails = session.scalar(select(func.count()).where(RawMessage.status == "pending")) or 0
             replies = session.scalar(select(func.count()).where(Outbox.status.in_(("pending", "sending")))) or 0
-            last_error = session.scalar(select(Outbox.last_error).where(
+            last_error = None if not replies else session.scalar(select(Outbox.last_error).where(
                 Outbox.status.in_(("pending", "sending")), Outbox.last_error.is_not(None)).limit(1))
         return Backlog(mails, replies, last_error)
 
@@ -138,9 +144,11 @@ class Daemon:
             self._shutdown()
 
     def wait_until_drained(self, timeout: float) -> Backlog:
+        """Look at the backlog when a batch was done here (or once a second, for workers elsewhere)."""
         deadline = time.monotonic() + timeout
         next_reconcile = time.monotonic() + self.reconcile_every
         while True:
+            self.workers.progress.clear()
             backlog = self.backlog()
             if backlog.empty or time.monotonic() > deadline:
                 return backlog
@@ -149,7 +157,8 @@ class Daemon:
             if time.monotonic() > next_reconcile:
                 self._reconcile(settled_for=self.settled_for)
                 next_reconcile = time.monotonic() + self.reconcile_every
-            time.sleep(0.05)
+            self.workers.progress.wait(DRAIN_CHECK)
+            time.sleep(DRAIN_SETTLE)  # let a few batches finish before counting again
 
     # --- forever ---------------------------------------------------------------------------------
 

@@ -193,6 +193,40 @@ class TicketEvent(Base):
     ticket: Mapped[Ticket] = relationship(back_populates="events")
 
 
+class Rating(Base):
+    """A satisfaction survey sent when a ticket closed, and the customer's answer (later clicks update it)."""
+
+    __tablename__ = "ticket_ratings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), unique=True)
+    queue: Mapped[str] = mapped_column(String(64), index=True)
+    specialist: Mapped[str] = mapped_column(String(320), index=True)  # who closed the ticket
+    nonce: Mapped[str] = mapped_column(String(32))  # part of the signed links: a survey must have been sent
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rating: Mapped[int | None] = mapped_column(Integer)  # 1 (bad) … 5 (excellent)
+    comment: Mapped[str | None] = mapped_column(Text)
+    rated_at: Mapped[datetime | None]
+    changes: Mapped[int] = mapped_column(Integer, default=0)  # how often the rating was given again
+
+
+class Review(Base):
+    """A closed ticket sampled for quality review: sent to the queue's lead, scored with `#qa <1-5>`."""
+
+    __tablename__ = "ticket_reviews"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), unique=True)
+    queue: Mapped[str] = mapped_column(String(64), index=True)
+    specialist: Mapped[str] = mapped_column(String(320), index=True)
+    week: Mapped[str] = mapped_column(String(10))  # ISO week of the closing, e.g. 2026-W48
+    lead: Mapped[str] = mapped_column(String(320))
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    score: Mapped[int | None] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    scored_at: Mapped[datetime | None]
+
+
 class Outbox(Base):
     """A mail to send, rendered in full (Message-ID fixed) before any attempt is made."""
 
@@ -286,6 +320,36 @@ def _sqlite_tuning(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
+class WriterQueue:
+    """SQLite's one writer at a time, taken in turn by this process's threads; priority turns go first.
+
+    A mail that was accepted by the relay should be marked sent at once: its mark must not wait behind
+    pipeline batches queued before it, or a kill in between sends the mail twice.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._held = False
+        self._priority_waiting = 0
+
+    @contextmanager
+    def turn(self, priority: bool) -> Iterator[None]:
+        with self._changed:
+            self._priority_waiting += priority
+            try:
+                while self._held or (not priority and self._priority_waiting):
+                    self._changed.wait()
+            finally:
+                self._priority_waiting -= priority
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held = False
+                self._changed.notify_all()
+
+
 class Database:
     """An engine and its session factory; `session()` commits on success, rolls back on error."""
 
@@ -295,8 +359,7 @@ class Database:
         # SQLite has one writer at a time, and its busy handler polls with sleeps of up to 100 ms. Threads
         # of this process queue on a lock instead and start the moment the writer before them commits;
         # other processes still meet busy_timeout.
-        self._writer: threading.Lock | contextlib.nullcontext[None] = (
-            threading.Lock() if url.startswith("sqlite") else contextlib.nullcontext())
+        self._writer: WriterQueue | None = WriterQueue() if url.startswith("sqlite") else None
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # For the pipeline: it flushes where it needs ids, not before every query.
         self.batch_sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
@@ -304,15 +367,20 @@ class Database:
                                           expire_on_commit=False, autoflush=False)
 
     @contextmanager
-    def session(self, *, autoflush: bool = True) -> Iterator[Session]:
+    def session(self, *, autoflush: bool = True, priority: bool = False) -> Iterator[Session]:
+        """A write transaction; `priority` ones (short: claiming and marking outbox rows) go first."""
         factory = self.sessions if autoflush else self.batch_sessions
-        with self._writer, factory() as session, session.begin():
+        turn = self._writer.turn(priority) if self._writer else contextlib.nullcontext()
+        with turn, factory() as session, session.begin():
             yield session
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """A read-only snapshot: no writer lock, so listing and waiting never hold up the pipeline."""
-        with self.read_sessions() as session, session.begin():
+        """A read-only snapshot: no writer lock, so listing and waiting never hold up the pipeline.
+
+        Ended by a rollback (closing the session): there is nothing to commit.
+        """
+        with self.read_sessions() as session:
             yield session
 
     def dispose(self) -> None:

@@ -11,11 +11,13 @@ from sqlalchemy import select
 
 from mailer.compose import OutgoingFile, schedule_reply
 from mailer.db import Account, Ticket, TicketMessage, utcnow
+from mailer.feedback import after_close, record_review, review_problems
 from mailer.work import (
     Work,
     common_context,
     event,
     first_from,
+    flush_events,
     need,
     pause_clock,
     recompute_clock,
@@ -56,12 +58,13 @@ def handle_specialist_reply(work: Work) -> bool:
     work.ticket, work.raw.ticket_id = ticket, ticket.id
     reply = parse_reply(mail.new_text, tuple(app.config.queues))
     message = _record_inbound(work, ticket, "specialist", sender)
-    if reply.errors:
-        event(work, ticket, "commands_refused", actor=sender, errors=list(reply.errors))
-        _queue_internal(work, "command_error", sender, {"errors": list(reply.errors)})
+    errors = [*reply.errors, *review_problems(work, ticket, sender, reply)]
+    if errors:
+        event(work, ticket, "commands_refused", actor=sender, errors=errors)
+        _queue_internal(work, "command_error", sender, {"errors": errors})
         return False
     _apply_commands(work, ticket, reply, sender)
-    if reply.internal:
+    if reply.internal and reply.text:
         event(work, ticket, "note", actor=sender, text=reply.text[:20_000])
     elif reply.text:
         _relay(work, ticket, reply.text, sender, message)
@@ -69,6 +72,7 @@ def handle_specialist_reply(work: Work) -> bool:
         ticket.status, ticket.closed_at = "closed", work.raw.received_at
         event(work, ticket, "closed", actor=sender)
         pause_clock(work, ticket, "closed")
+        after_close(work, ticket, sender)
     return False
 
 
@@ -122,6 +126,8 @@ def _apply_commands(work: Work, ticket: Ticket, reply: SpecialistReply, sender: 
                 pause_clock(work, ticket, f"merged into #{target.id}")
                 event(work, ticket, "merged", actor=sender, into=target.id)
                 event(work, target, "merged_in", actor=sender, from_ticket=ticket.id)
+        elif command.name == "qa":
+            record_review(work, ticket, sender, command.argument)
 
 
 def _relay(work: Work, ticket: Ticket, text: str, sender: str, message: TicketMessage) -> None:
@@ -139,6 +145,8 @@ def _relay(work: Work, ticket: Ticket, text: str, sender: str, message: TicketMe
                          key=f"reply:{work.raw.message_id}", to_address=ticket.customer_email,
                          replying_to=last or message, context=context, auto_submitted=None, attachments=files)
     work.outbox.append(row)
+    flush_events(work.session)  # earlier mails of this batch may have answered it too
+    work.session.expire(ticket, ["events"])
     earlier = [e.actor for e in ticket.events if e.kind == "answered" and e.actor != sender]
     event(work, ticket, "answered", actor=sender, message_id=row.message_id, files=len(files))
     if ticket.first_responded_at is None:

@@ -53,12 +53,18 @@ def raw_row(mailbox: str, uid: int, raw: bytes, sealer: Sealer) -> RawMessage:
     """A ledger row for mail as received: Message-ID (or one derived from the bytes), hash, sealed bytes."""
     sha = hashlib.sha256(raw).hexdigest()
     try:
-        header_value = _headers.parsebytes(raw).get("Message-ID")
+        header_value = _headers.parsebytes(_header_block(raw)).get("Message-ID")
     except Exception:  # an unreadable header block still gets stored; parsing will record why
         header_value = None
     message_id, _ = message_id_or_derived(header_value, sha)
     return RawMessage(mailbox=mailbox, uidvalidity=0, uid=uid, message_id=message_id, sha256=sha, size=len(raw),
                       raw=sealer.seal(raw), received_at=utcnow())
+
+
+def _header_block(raw: bytes) -> bytes:
+    """The bytes up to the first empty line: the header parser would otherwise decode the whole mail."""
+    end = min((at for at in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if at >= 0), default=len(raw))
+    return raw[:end + 2]
 
 
 def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:

@@ -135,11 +135,14 @@ def mailbox_failed(mailbox: str, error: BaseException) -> None:
     HEALTH.failed(mailbox, f"{type(error).__name__}: {error}"[:300])
 
 
-def reply_sent(app: App, outbox_id: int, purpose: str, ticket_id: int | None) -> None:
+def reply_sent(app: App, outbox_id: int, purpose: str, ticket_id: int | None,
+               arrived: datetime | None = None) -> None:
+    """`arrived`: the ticket's creation time when the caller has it (else it is looked up)."""
     REPLIES.labels(purpose, "sent").inc()
     if purpose == "ack" and ticket_id is not None:
-        with app.db.reading() as session:
-            arrived = session.scalar(select(Ticket.created_at).where(Ticket.id == ticket_id))
+        if arrived is None:
+            with app.db.reading() as session:
+                arrived = session.scalar(select(Ticket.created_at).where(Ticket.id == ticket_id))
         if arrived is not None:
             ACK_SECONDS.observe(max((utcnow() - arrived).total_seconds(), 0.0))
     log.info("reply %s %s sent", outbox_id, purpose,

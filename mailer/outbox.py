@@ -1,7 +1,7 @@
-"""Delivering one outbox row: claim it, hand it to SMTP, record the outcome.
+"""Delivering outbox rows in batches: claim them, hand them to SMTP over one connection, record the outcome.
 
-A row is claimed (`sending`) in its own committed transaction before the SMTP conversation and marked
-`sent` only after the server accepted it. A worker killed in between leaves a `sending` row that the
+Rows are claimed (`sending`) in one committed transaction before the SMTP conversations and marked
+`sent` only after the server accepted them. A worker killed in between leaves a `sending` row that the
 reconciler gives back after the claim lapses; the same Message-ID is then sent again, which receiving
 systems treat as the same mail.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select, update
 
 from mailer import lease, metrics
 from mailer.app import App
-from mailer.db import Outbox, TicketEvent, utcnow
+from mailer.db import Outbox, Ticket, TicketEvent, utcnow
 from mailer.health import HEALTH
 from mailer.smtp import SendError
 from mailer.transient import retrying
@@ -39,35 +39,61 @@ def backoff(attempts: int, base_seconds: float) -> timedelta:
 
 
 def deliver(app: App, outbox_id: int) -> Delivery:
-    claimed = _claim(app, outbox_id)
-    if isinstance(claimed, Delivery):
-        return claimed
-    try:
-        app.smtp.send(claimed.from_address, claimed.to_address, claimed.raw)
-    except SendError as exc:
-        HEALTH.relay(None if exc.permanent else str(exc)[:300])
-        failure = exc
-        return retrying(f"outbox {outbox_id}", lambda: _record_failure(app, outbox_id, claimed.attempts, failure))
-    HEALTH.relay(None)
-    # The relay has the mail: recording that must outlast a database restart, or it would be sent again.
-    retrying(f"outbox {outbox_id}", lambda: _record_sent(app, outbox_id, claimed))
-    metrics.reply_sent(app, outbox_id, claimed.purpose, claimed.ticket_id)
-    return Delivery(outbox_id, "sent")
+    [delivery] = deliver_batch(app, [outbox_id])
+    return delivery
 
 
-def _record_sent(app: App, outbox_id: int, claimed: Claimed) -> None:
-    with app.db.session() as session:
-        session.execute(update(Outbox).where(Outbox.id == outbox_id)
-                        .values(status="sent", sent_at=utcnow(), last_error=None))
-        if claimed.ticket_id:
-            session.execute(insert(TicketEvent).values(
-                ticket_id=claimed.ticket_id, kind="mail_sent", actor="supportd", at=utcnow(),
-                detail={"purpose": claimed.purpose, "to": claimed.to_address, "message_id": claimed.message_id,
-                        "attempts": claimed.attempts}))
+def deliver_batch(app: App, outbox_ids: list[int]) -> list[Delivery]:
+    """Claim the rows in one transaction, send them over this thread's one SMTP connection, mark them.
+
+    The mark is written as soon as the batch has gone out (a few milliseconds of SMTP on a LAN relay), with
+    priority over the pipeline's writers, so the window in which a kill re-sends a mail stays that small.
+    """
+    claimed, deliveries = _claim(app, outbox_ids)
+    sent: list[Claimed] = []
+    for row in claimed:
+        try:
+            app.smtp.send(row.from_address, row.to_address, row.raw)
+        except SendError as exc:
+            HEALTH.relay(None if exc.permanent else str(exc)[:300])
+            _mark_sent(app, sent)
+            sent = []
+            deliveries.append(_failed(app, row, exc))
+            continue
+        HEALTH.relay(None)
+        sent.append(row)
+    _mark_sent(app, sent)
+    return deliveries + [Delivery(row.outbox_id, "sent") for row in sent]
+
+
+def _failed(app: App, row: Claimed, exc: SendError) -> Delivery:
+    return retrying(f"outbox {row.outbox_id}", lambda: _record_failure(app, row.outbox_id, row.attempts, exc))
+
+
+def _mark_sent(app: App, rows: list[Claimed]) -> None:
+    if not rows:
+        return
+    # The relay has the mails: recording that must outlast a database restart, or they would be sent again.
+    retrying(f"outbox {rows[0].outbox_id}…", lambda: _record_sent(app, rows))
+    for row in rows:
+        metrics.reply_sent(app, row.outbox_id, row.purpose, row.ticket_id, row.ticket_created_at)
+
+
+def _record_sent(app: App, rows: list[Claimed]) -> None:
+    now = utcnow()
+    with app.db.session(priority=True) as session:
+        session.execute(update(Outbox).where(Outbox.id.in_([row.outbox_id for row in rows]))
+                        .values(status="sent", sent_at=now, last_error=None))
+        events = [{"ticket_id": row.ticket_id, "kind": "mail_sent", "actor": "supportd", "at": now,
+                   "detail": {"purpose": row.purpose, "to": row.to_address, "message_id": row.message_id,
+                              "attempts": row.attempts}} for row in rows if row.ticket_id]
+        if events:
+            session.execute(insert(TicketEvent), events)
 
 
 @dataclass(frozen=True)
 class Claimed:
+    outbox_id: int
     from_address: str
     to_address: str
     raw: bytes
@@ -75,22 +101,34 @@ class Claimed:
     ticket_id: int | None
     purpose: str
     message_id: str
+    ticket_created_at: datetime | None
 
 
-def _claim(app: App, outbox_id: int) -> Delivery | Claimed:
-    columns = (Outbox.status, Outbox.next_attempt_at, Outbox.from_address, Outbox.to_address, Outbox.raw,
-               Outbox.attempts, Outbox.ticket_id, Outbox.purpose, Outbox.message_id)
-    with app.db.session() as session:
-        row = session.execute(select(*columns).where(Outbox.id == outbox_id).with_for_update()).one_or_none()
-        if row is None or row.status != "pending":
-            return Delivery(outbox_id, "skipped")
-        wait = row.next_attempt_at - utcnow()
-        if wait > timedelta(0):
-            return Delivery(outbox_id, "retry", wait)
-        session.execute(update(Outbox).where(Outbox.id == outbox_id).values(
-            status="sending", claimed_at=utcnow(), claimed_by=lease.process_id(), attempts=row.attempts + 1))
-    return Claimed(row.from_address, row.to_address, row.raw, row.attempts + 1, row.ticket_id, row.purpose,
-                   row.message_id)
+def _claim(app: App, outbox_ids: list[int]) -> tuple[list[Claimed], list[Delivery]]:
+    """Pending and due rows become `sending` (in id order); the rest are skipped or told when to retry."""
+    columns = (Outbox.id, Outbox.status, Outbox.next_attempt_at, Outbox.from_address, Outbox.to_address,
+               Outbox.raw, Outbox.attempts, Outbox.ticket_id, Outbox.purpose, Outbox.message_id, Ticket.created_at)
+    claimed: list[Claimed] = []
+    deliveries: list[Delivery] = []
+    now = utcnow()
+    with app.db.session(priority=True) as session:
+        rows = {row.id: row for row in session.execute(
+            select(*columns).outerjoin(Ticket, Ticket.id == Outbox.ticket_id).where(Outbox.id.in_(outbox_ids))
+            .with_for_update(of=Outbox, skip_locked=True))}
+        for outbox_id in sorted(set(outbox_ids)):
+            row = rows.get(outbox_id)
+            if row is None or row.status != "pending":
+                deliveries.append(Delivery(outbox_id, "skipped"))
+            elif row.next_attempt_at > now:
+                deliveries.append(Delivery(outbox_id, "retry", row.next_attempt_at - now))
+            else:
+                claimed.append(Claimed(row.id, row.from_address, row.to_address, row.raw, row.attempts + 1,
+                                       row.ticket_id, row.purpose, row.message_id, row.created_at))
+        if claimed:
+            session.execute(update(Outbox).where(Outbox.id.in_([c.outbox_id for c in claimed]))
+                            .values(status="sending", claimed_at=now, claimed_by=lease.process_id(),
+                                    attempts=Outbox.attempts + 1))
+    return claimed, deliveries
 
 
 def _record_failure(app: App, outbox_id: int, attempts: int, exc: SendError) -> Delivery:

@@ -1,6 +1,6 @@
 """The flow of one stored mail, stage by stage, in one database transaction.
 
-    parse -> redact -> bounce -> duplicate -> gateway -> verify -> spam -> screen -> thread -> route
+    parse -> redact -> bounce -> duplicate -> rating -> gateway -> verify -> spam -> screen -> thread -> route
           -> authenticate -> repeat -> automatic -> record -> reply -> warn -> refused -> forward
 
 Each stage takes the `Work` and returns True to go on or False when the mail is fully handled. The
@@ -9,25 +9,30 @@ specialists' two stages are in mailer/gateway.py, the state and helpers all stag
 A stage that raises sends the mail to quarantine with the stage's name; database trouble is transient
 and re-raised so the broker retries. Nothing here sends mail: replies become outbox rows that the
 caller hands to the sender actor after the commit. Mails are processed in batches, one transaction
-each, with a savepoint per mail: commits are the costly part on every database.
+each (commits are the costly part on every database); a batch in which a mail fails is written again
+with a savepoint per mail, so that the failing one alone goes to quarantine.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from mailer import metrics
 from mailer.app import App
 from mailer.db import Account, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.feedback import record_rating
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
+from mailer.prepare import Prepared, prepare, redact_mail
 from mailer.spam import hold_spam
+from mailer.suggest import suggest_articles
 from mailer.transient import is_transient
 from mailer.work import (
     Stage,
@@ -35,16 +40,16 @@ from mailer.work import (
     common_context,
     event,
     first_from,
+    flush_events,
+    keep_events,
     need,
     queue_automatic,
     resume_clock,
     store_attachments,
 )
-from parsing.identifiers import extract_identifiers
 from parsing.language import choose_language
 from parsing.message import parse, without_body
-from parsing.normalize import content_hash
-from parsing.secrets import kind_names, redact
+from parsing.secrets import kind_names
 from routing.authresults import evaluate, reported_dmarc_failures
 from routing.autoreply import automatic_reason
 from routing.dedup import find_exact_duplicate, find_repeat, find_thread
@@ -58,23 +63,21 @@ log = logging.getLogger(__name__)
 def parse_mail(work: Work) -> bool:
     if work.raw.size > work.app.config.max_message_bytes:
         raise ValueError(f"message of {work.raw.size} bytes exceeds max_message_bytes")
-    work.mail = parse(work.app.sealer.open(work.raw.raw))
+    # Prepared ahead (mailer/prepare.py): already redacted, which the next stage then only records.
+    work.mail = work.prepared.mail if work.prepared else parse(work.app.sealer.open(work.raw.raw))
     return True
 
 
 def redact_secrets(work: Work) -> bool:
     """Replace passwords, seed phrases, keys and codes before anything below stores or shows the text."""
-    mail = need(work.mail, "parse")
-    subject, text = redact(mail.subject), redact(mail.text)
-    if not (subject.found or text.found):
-        return True  # the new text is part of the whole text: nothing there either
-    new_text = redact(mail.new_text)
-    work.secrets = tuple(dict.fromkeys(subject.kinds + text.kinds + new_text.kinds))
-    work.mail = replace(mail, subject=subject.text, text=text.text, new_text=new_text.text,
-                        identifiers=extract_identifiers(subject.text + "\n" + new_text.text),
-                        content_hash=content_hash(subject.text, new_text.text))
-    if work.app.config.raw_with_secrets == "drop":
-        work.raw.raw = work.app.sealer.seal(without_body(work.app.sealer.open(work.raw.raw), work.secrets))
+    if work.prepared is None:
+        work.mail, work.secrets = redact_mail(need(work.mail, "parse"))
+    else:
+        work.secrets = work.prepared.secrets
+    if work.secrets and work.app.config.raw_with_secrets == "drop":
+        stripped = work.prepared.raw_without_secrets if work.prepared else None
+        work.raw.raw = work.app.sealer.seal(
+            stripped or without_body(work.app.sealer.open(work.raw.raw), work.secrets))
     return True
 
 
@@ -288,7 +291,7 @@ def _ack_context(work: Work, account: AccountRef) -> dict[str, object]:
         "due_text": format_local(due, calendar.zone, ticket.language) if due else "",
         "time_zone": calendar.zone.key,
         "first_response_target": parse_duration(policy.first_response).describe(ticket.language),
-        "articles": [],  # help articles that may answer the mail while it waits: [{"title": …, "url": …}]
+        "articles": suggest_articles(work),  # help articles that may answer the mail while it waits
     }
 
 
@@ -298,6 +301,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("redact", redact_secrets),
     ("bounce", match_bounce),
     ("duplicate", skip_exact_duplicate),
+    ("rating", record_rating),
     ("gateway", handle_specialist_reply),
     ("verify", verify),
     ("spam", hold_spam),
@@ -330,36 +334,85 @@ class Result:
 
 
 def process(app: App, raw_ids: list[int]) -> list[Result]:
-    """Run the stages for stored mails, in one transaction with a savepoint per mail.
+    """Run the stages for stored mails, in one transaction.
 
     Safe to call again for the same ids: a finished mail is skipped. A mail whose stage fails is
     quarantined alone; a database fault is re-raised for the broker to retry the whole batch.
     """
-    results: list[Result] = []
-    collided: list[int] = []
-    with app.db.session(autoflush=False) as session:
-        for raw_id in raw_ids:
-            try:
-                with session.begin_nested():
-                    results.append(_run_stages(app, session, raw_id))
-            except IntegrityError:
-                collided.append(raw_id)  # another worker recorded the same Message-ID meanwhile
-            except StageFailed as failure:
-                if is_transient(failure.cause):
-                    raise failure.cause from None
-                _quarantine(session, raw_id, failure.stage, failure.cause)
-                results.append(Result(raw_id, "quarantined"))
+    with app.batch_order.taken_up(min(raw_ids, default=0)) as wait_for_earlier_batches:
+        prepared = prepare_batch(app, raw_ids)  # the CPU part, before taking the write lock
+        wait_for_earlier_batches()
+        try:
+            results, collided = _write_batch(app, raw_ids, prepared, careful=False)
+        except _Redo:
+            results, collided = _write_batch(app, raw_ids, prepared, careful=True)
     for raw_id in collided:
         # Alone and after the other worker's commit, the mail is now seen as a duplicate.
         results += process(app, [raw_id]) if len(raw_ids) > 1 else [_quarantine_alone(app, raw_id)]
     return results
 
 
-def _run_stages(app: App, session: Session, raw_id: int) -> Result:
-    raw = session.get(RawMessage, raw_id, with_for_update=True)
+class _Redo(Exception):
+    """A mail of the batch failed: the batch is written again, carefully."""
+
+
+def _write_batch(app: App, raw_ids: list[int], prepared: dict[int, Prepared], *,
+                 careful: bool) -> tuple[list[Result], list[int]]:
+    """Mails usually all go through, so the batch is first tried without a savepoint per mail; if one fails,
+    the transaction is rolled back and the batch written again with savepoints, the failing mail alone
+    quarantined (or, for a Message-ID another worker recorded meanwhile, retried after)."""
+    results: list[Result] = []
+    collided: list[int] = []
+    finished: list[Work] = []
+    with app.db.session(autoflush=False) as session:
+        # One SELECT for the batch; the bytes are loaded only for a mail that was not prepared.
+        raws = {raw.id: raw for raw in session.scalars(select(RawMessage).where(RawMessage.id.in_(raw_ids))
+                                                       .options(defer(RawMessage.raw)).with_for_update())}
+        for raw_id in raw_ids:
+            try:
+                with session.begin_nested() if careful else nullcontext():
+                    results.append(_run_stages(app, session, raw_id, raws.get(raw_id), prepared.get(raw_id),
+                                               finished))
+            except IntegrityError:
+                if not careful:
+                    raise _Redo from None
+                collided.append(raw_id)  # another worker recorded the same Message-ID meanwhile
+            except StageFailed as failure:
+                if is_transient(failure.cause):
+                    raise failure.cause from None
+                if not careful:
+                    raise _Redo from None
+                _quarantine(session, raw_id, failure.stage, failure.cause)
+                results.append(Result(raw_id, "quarantined"))
+        flush_events(session)
+    for work in finished:  # counted once the batch has committed (a batch written twice counts once)
+        metrics.mail_done(work)
+    return results, collided
+
+
+def prepare_batch(app: App, raw_ids: list[int]) -> dict[int, Prepared]:
+    """Parse and redact the batch's pending mails from a read snapshot, in the pool when there is one."""
+    with app.db.reading() as session:
+        rows = session.execute(select(RawMessage.id, RawMessage.raw).where(
+            RawMessage.id.in_(raw_ids), RawMessage.status == "pending",
+            RawMessage.size <= app.config.max_message_bytes)).all()
+    opened: list[tuple[int, bytes]] = []
+    for raw_id, raw in rows:
+        try:
+            opened.append((raw_id, app.sealer.open(raw)))
+        except Exception:  # the parse stage meets it again and quarantines the mail
+            continue
+    drop = app.config.raw_with_secrets == "drop"
+    raws = [raw for _, raw in opened]
+    done = app.cpu.prepare_many(raws, drop) if app.cpu else [prepare(raw, drop) for raw in raws]
+    return {raw_id: result for (raw_id, _), result in zip(opened, done, strict=True) if result is not None}
+
+
+def _run_stages(app: App, session: Session, raw_id: int, raw: RawMessage | None,
+                prepared: Prepared | None, finished: list[Work]) -> Result:
     if raw is None or raw.status != "pending":
         return Result(raw_id, "skipped")
-    work = Work(app, session, raw)
+    work = Work(app, session, raw, prepared=prepared)
     for name, stage in STAGES:
         try:
             if not metrics.timed_stage(name, stage, work):
@@ -368,7 +421,8 @@ def _run_stages(app: App, session: Session, raw_id: int) -> Result:
             raise StageFailed(name, exc) from exc
     raw.status, raw.processed_at = work.outcome, utcnow()
     session.flush()
-    metrics.mail_done(work)
+    keep_events(work)
+    finished.append(work)
     return Result(raw_id, work.outcome, raw.ticket_id, tuple(row.id for row in work.outbox))
 
 

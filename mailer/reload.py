@@ -41,6 +41,8 @@ def reloaded(app: App) -> App:
     config = _keep_restart_only(app.config, config)
     new = App(config=config, db=app.db)
     new.__dict__["links"] = app.links  # what readiness reports about the connections carries on
+    new.cpu = app.cpu  # the parsing pool, and the order batches write in, carry on too
+    new.__dict__["batch_order"] = app.batch_order
     _build(new)
     if config.smtp == app.config.smtp and "smtp" in app.__dict__:
         new.__dict__["smtp"] = app.smtp  # the same relay: keep the open connections

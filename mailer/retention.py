@@ -29,7 +29,7 @@ from sqlalchemy import ColumnElement, and_, case, false, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailer.config import RetentionConfig
-from mailer.db import Attachment, Database, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage
+from mailer.db import Attachment, Database, Outbox, Rating, RawMessage, Review, Ticket, TicketEvent, TicketMessage
 from mailer.store import ContentStore
 from routing.dedup import FINISHED
 
@@ -38,7 +38,7 @@ PURGED = "(purged)"
 # A file written or re-referenced this recently may belong to a mail whose transaction is still open.
 FILE_GRACE_SECONDS = 3600
 # Event detail keys that hold text a person wrote (notes, subjects, delivery diagnostics).
-FREE_TEXT_KEYS = frozenset({"text", "subject", "from", "body", "diagnostic"})
+FREE_TEXT_KEYS = frozenset({"text", "subject", "from", "body", "diagnostic", "comment"})
 
 Progress = Callable[[str, int], None]
 
@@ -276,6 +276,8 @@ def _anonymise(session: Session, ticket: Ticket, now: datetime, rule: str) -> No
             message.from_address = ""
     session.execute(update(Attachment).where(Attachment.message_id.in_([m.id for m in messages]))
                     .values(filename=""))
+    for model in (Rating, Review):  # the words written with a rating or a review score; the numbers stay
+        session.execute(update(model).where(model.ticket_id == ticket.id).values(comment=None))
     for row in session.scalars(select(Outbox).where(Outbox.ticket_id == ticket.id)):
         addresses.add(row.to_address.lower())
         row.raw, row.to_address = b"", ""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import TypeVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import func, select, true
+from sqlalchemy import and_, func, insert, or_, select, true
 from sqlalchemy.orm import Session
 
 from mailer.app import App
@@ -19,6 +19,9 @@ from routing.dedup import ThreadMatch
 from routing.rules import RouteDecision
 from routing.verify import Verification, normalize_address
 from sla.clock import pause, recompute, resume
+
+if TYPE_CHECKING:
+    from mailer.prepare import Prepared
 
 T = TypeVar("T")
 
@@ -40,6 +43,16 @@ class Work:
     refused: list[tuple[str, str]] = field(default_factory=list)  # attachments not stored: (name, reason)
     reopened: bool = False
     outcome: str = "done"
+    prepared: Prepared | None = None  # parse and redact done ahead, outside the write transaction
+    events: list[PendingEvent] = field(default_factory=list)  # written in bulk with the batch (event())
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    ticket: Ticket
+    kind: str
+    at: datetime
+    detail: dict[str, Any]
 
 
 Stage = Callable[[Work], bool]
@@ -83,39 +96,54 @@ def store_attachments(work: Work, message: TicketMessage) -> None:
                                               refused_reason=refused))
 
 
-def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context: dict[str, object]) -> None:
+def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context: dict[str, object],
+                    replying_to: TicketMessage | None = None, verified: bool | None = None) -> None:
     """The one outbound policy for automatic mail: a usable address, once per key, under the daily cap
-    per address and, for senders not verified, under the desk-wide hourly cap (backscatter's ceiling)."""
+    per address and, for senders not verified, under the desk-wide hourly cap (backscatter's ceiling).
+
+    `replying_to` threads the mail on another message than the one being processed, and `verified` says
+    whether the recipient is verified when the mail being processed is not theirs (a survey sent when a
+    specialist closes the ticket)."""
     ticket = need(work.ticket, "record")
     if normalize_address(to_address) is None:
         event(work, ticket, "no_reply", purpose=purpose, reason="no usable sender address")
         return
-    if work.session.scalar(select(Outbox.id).where(Outbox.idempotency_key == key)):
+    already, today = _earlier_replies(work, key, to_address)
+    if already:
         event(work, ticket, "no_reply", purpose=purpose, reason="already sent")
         return
-    if automatic_replies_today(work, to_address) >= work.app.config.dedup.max_auto_replies_per_day:
+    if today >= work.app.config.dedup.max_auto_replies_per_day:
         event(work, ticket, "no_reply", purpose=purpose, reason=f"daily cap for {to_address} reached")
         return
-    unverified = not need(work.verification, "verify").verified
+    unverified = not (verified if verified is not None else need(work.verification, "verify").verified)
     hourly_cap = work.app.config.spam.max_unverified_replies_per_hour
     if unverified and unverified_replies_last_hour(work) >= hourly_cap:
         event(work, ticket, "no_reply", purpose=purpose,
               reason=f"desk-wide cap of {hourly_cap} automatic answers per hour to unverified senders reached")
         return
     row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose=purpose,
-                         key=key, to_address=to_address, replying_to=need(work.message, "record"), context=context)
+                         key=key, to_address=to_address, replying_to=replying_to or need(work.message, "record"),
+                         context=context, known_new=True)
     row.unverified = unverified
     work.outbox.append(row)
     event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
 
 
-AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning", "attachment_refused")
+AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning", "attachment_refused", "survey")
 
 
 def automatic_replies_today(work: Work, address: str) -> int:
+    return _earlier_replies(work, "", address)[1]
+
+
+def _earlier_replies(work: Work, key: str, address: str) -> tuple[bool, int]:
+    """In one query: whether a row with this idempotency key exists, and the automatic mails to `address`
+    in the last 24 hours."""
     since = work.raw.received_at - timedelta(hours=24)
-    return work.session.scalar(select(func.count()).where(
-        Outbox.to_address == address, Outbox.purpose.in_(AUTOMATIC_PURPOSES), Outbox.created_at >= since)) or 0
+    today = and_(Outbox.to_address == address, Outbox.purpose.in_(AUTOMATIC_PURPOSES), Outbox.created_at >= since)
+    rows = work.session.execute(select(Outbox.idempotency_key == key, today).where(
+        or_(Outbox.idempotency_key == key, today))).all()
+    return any(same_key for same_key, _ in rows), sum(1 for _, counted in rows if counted)
 
 
 def unverified_replies_last_hour(work: Work) -> int:
@@ -130,7 +158,25 @@ def common_context(work: Work) -> dict[str, object]:
 
 
 def event(work: Work, ticket: Ticket, kind: str, **detail: object) -> None:
-    work.session.add(TicketEvent(ticket=ticket, kind=kind, detail=detail))
+    """Recorded with the batch: one bulk INSERT for every event of every mail that went through."""
+    work.events.append(PendingEvent(ticket, kind, utcnow(), detail))
+
+
+BATCH_EVENTS = "supportd_events"  # session.info key: events of the batch's finished mails, not yet written
+
+
+def flush_events(session: Session) -> None:
+    """Write the batch's pending events now (the ticket rows must have their ids: flushed before)."""
+    pending: list[PendingEvent] = session.info.pop(BATCH_EVENTS, [])
+    if pending:
+        session.execute(insert(TicketEvent), [{"ticket_id": e.ticket.id, "kind": e.kind, "at": e.at,
+                                               "detail": e.detail} for e in pending])
+
+
+def keep_events(work: Work) -> None:
+    """The mail went through: its events join the batch's (a failed mail's are dropped with its savepoint)."""
+    work.session.info.setdefault(BATCH_EVENTS, []).extend(work.events)
+    work.events = []
 
 
 def first_from(mail: ParsedMail) -> str:

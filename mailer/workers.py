@@ -9,6 +9,7 @@ broker, never on dramatiq's global default, so importing this module needs no Re
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -20,14 +21,19 @@ from mailer.app import App
 from mailer.config import BrokerConfig
 from mailer.db import utcnow
 from mailer.escalate import escalate
-from mailer.outbox import deliver
+from mailer.outbox import deliver_batch
 from parsing.language import load_models
 
 log = logging.getLogger(__name__)
 
 PROCESS_QUEUE, SEND_QUEUE = "supportd_process", "supportd_send"
 # Mails per processing message: one transaction each. Small enough that a retried batch is cheap.
-PROCESS_BATCH = 25
+PROCESS_BATCH = 50
+FIRST_BATCH = 10
+# Outbox rows per sending message: claimed in one transaction, sent over one connection, marked in one.
+SEND_BATCH = 50
+# dramatiq runs lower numbers first: replies go out while a backlog of mail is still being processed.
+SEND_PRIORITY, PROCESS_PRIORITY = 0, 10
 
 
 def make_broker(config: BrokerConfig) -> dramatiq.Broker:
@@ -48,14 +54,15 @@ class Workers:
         self.app = app
         self.broker = make_broker(app.config.broker)
         self._worker: dramatiq.Worker | None = None
+        self.progress = threading.Event()  # set whenever a batch was processed or sent (for `run --once`)
         self.broker_down = False  # set when an enqueue failed; the daemon then re-derives the work
         # Transient failures (the database away) are retried by dramatiq; the reconciler catches the rest.
         self.process_actor = dramatiq.actor(self._process, broker=self.broker, actor_name="supportd_process",
                                             queue_name=PROCESS_QUEUE, max_retries=20, min_backoff=500,
-                                            max_backoff=60_000)
+                                            max_backoff=60_000, priority=PROCESS_PRIORITY)
         self.send_actor = dramatiq.actor(self._send, broker=self.broker, actor_name="supportd_send",
                                          queue_name=SEND_QUEUE, max_retries=20, min_backoff=1000,
-                                         max_backoff=60_000)
+                                         max_backoff=60_000, priority=SEND_PRIORITY)
         # The SLA check is cheap to repeat and runs again a minute later: no retries.
         self.sla_actor = dramatiq.actor(self._check_sla, broker=self.broker, actor_name="supportd_sla",
                                         queue_name=PROCESS_QUEUE, max_retries=0)
@@ -63,12 +70,15 @@ class Workers:
     def _process(self, raw_ids: list[int]) -> None:
         results = pipeline.process(self.app, raw_ids)
         self.enqueue_send(outbox_id for result in results for outbox_id in result.outbox_ids)
+        self.progress.set()
 
-    def _send(self, outbox_id: int) -> None:
-        delivery = deliver(self.app, outbox_id)
-        if delivery.outcome == "retry" and delivery.retry_in is not None:
-            delay_ms = max(int(delivery.retry_in.total_seconds() * 1000), 10)
-            self.send_actor.send_with_options(args=(outbox_id,), delay=delay_ms)
+    def _send(self, outbox_ids: list[int] | int) -> None:
+        ids = [outbox_ids] if isinstance(outbox_ids, int) else outbox_ids  # one id: a message from before
+        for delivery in deliver_batch(self.app, ids):
+            if delivery.outcome == "retry" and delivery.retry_in is not None:
+                delay_ms = max(int(delivery.retry_in.total_seconds() * 1000), 10)
+                self.send_actor.send_with_options(args=([delivery.outbox_id],), delay=delay_ms)
+        self.progress.set()
 
     def check_sla(self) -> None:
         """Ask a worker for the SLA check (from the daemon's timer)."""
@@ -79,13 +89,18 @@ class Workers:
 
     def enqueue_process(self, raw_ids: Iterable[int]) -> None:
         ids = list(raw_ids)
-        for start in range(0, len(ids), PROCESS_BATCH):
-            if not self._post(self.process_actor, ids[start:start + PROCESS_BATCH]):
+        if not ids:
+            return
+        # A small first batch: the first customers of a burst are answered without waiting for a full one.
+        bounds = [0, *range(FIRST_BATCH, len(ids), PROCESS_BATCH)] if len(ids) > FIRST_BATCH else [0]
+        for start, end in zip(bounds, [*bounds[1:], len(ids)], strict=True):
+            if not self._post(self.process_actor, ids[start:end]):
                 return
 
     def enqueue_send(self, outbox_ids: Iterable[int]) -> None:
-        for outbox_id in outbox_ids:
-            if not self._post(self.send_actor, outbox_id):
+        ids = list(outbox_ids)
+        for start in range(0, len(ids), SEND_BATCH):
+            if not self._post(self.send_actor, ids[start:start + SEND_BATCH]):
                 return
 
     def _post(self, actor: dramatiq.Actor, *args: object) -> bool:  # type: ignore[type-arg]

@@ -13,6 +13,7 @@ words around it and a valid BIP-39 checksum, and a password needs an explicit "p
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -28,8 +29,9 @@ _KEY_CONTEXT = re.compile(r"(private\s*key|priv\s*key|privkey|secret\s*key|私�
 _SEED_CONTEXT = re.compile(r"(seed|mnemonic|recovery\s*phrase|secret\s*phrase|助记词|助記詞|种子|種子|恢复短语)",
                            re.IGNORECASE)
 _HEX_KEY = re.compile(r"(?<![0-9A-Za-z])(?:0x)?[0-9a-fA-F]{64}(?![0-9A-Za-z])")
-# Bounded by any letter or digit, not only base58 ones: inside a hex TxID, "0" ends a base58 run.
-_WIF = re.compile(rf"(?<![0-9A-Za-z])[5KL][{_BASE58}]{{50,51}}(?![0-9A-Za-z])")
+# Bounded by any letter or digit, not only base58 ones: inside a hex TxID, "0" ends a base58 run. The first
+# character comes before the look-behind so that the regex engine can skip ahead to a 5, K or L.
+_WIF = re.compile(rf"[5KL](?<![0-9A-Za-z][5KL])[{_BASE58}]{{50,51}}(?![0-9A-Za-z])")
 _XPRV = re.compile(rf"(?<![0-9A-Za-z])[xtyzuv]prv[{_BASE58}]{{100,112}}(?![0-9A-Za-z])")
 _API_SECRET = re.compile(
     r"((?:api|secret)[ _-]?(?:secret|key)?[ _-]?secret|secret[ _-]?key|api[ _-]?secret|apisecret|密钥)"
@@ -39,7 +41,7 @@ _PASSWORD = re.compile(
     r"(\s*(?:is|是|为|為)?\s*[:：=]\s*|\s+(?:is|是|为|為)\s+|\s*(?:是|为|為)\s*)(\S{4,64})", re.IGNORECASE)
 _TWO_FA = re.compile(r"((?<![0-9a-z])(?:2fa|two[- ]factor|google\s*auth\w*|authenticator|otp|verification\s*code|"
                      r"security\s*code)(?![0-9a-z])|验证码|驗證碼|谷歌验证|動態碼|动态码)", re.IGNORECASE)
-_SIX_DIGITS = re.compile(r"(?<![0-9A-Za-z])\d{6}(?![0-9A-Za-z])")
+_SIX_DIGITS = re.compile(r"\d(?<![0-9A-Za-z]\d)\d{5}(?![0-9A-Za-z])")  # look-behind after the 1st digit: see _WIF
 _LATIN_WORD = re.compile(r"[a-z]+")
 _CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
 
@@ -93,32 +95,98 @@ def _checker(language: str) -> Mnemonic:
 
 
 # Words without which the slower patterns cannot match; checked first because most mails have none.
-_SECRET_HINTS = ("secret", "密钥", "密鑰")
-_PASSWORD_HINTS = ("pass", "pwd", "密码", "密碼")
-_KEY_HINTS = ("priv", "secret", "私钥", "私鑰", "秘钥", "密钥", "密鑰")
-_TWO_FA_HINTS = ("2fa", "factor", "auth", "otp", "code", "验证", "驗證", "动态", "動態")
+_SECRET_HINTS = tuple(h.encode() for h in ("secret", "密钥", "密鑰"))
+_PASSWORD_HINTS = tuple(h.encode() for h in ("pass", "pwd", "密码", "密碼"))
+_KEY_HINTS = tuple(h.encode() for h in ("priv", "secret", "私钥", "私鑰", "秘钥", "密钥", "密鑰"))
+_TWO_FA_HINTS = tuple(h.encode() for h in ("2fa", "factor", "auth", "otp", "code", "验证", "驗證", "动态", "動態"))
 
 
 def redact(text: str) -> Redaction:
-    lowered = text.lower()
+    """Cheap checks first, at C speed over the bytes (most mails hold no secret); the costly patterns only
+    where one of their words or shapes is present."""
+    data = text.encode("utf-8", "surrogatepass")
+    words = data.lower().translate(_WORD_BYTES).split()
+    # Every hint is a run of ASCII letters (found inside one word), "2fa", or CJK: searched in the text's
+    # distinct words and its non-ASCII runs, a fraction of its length.
+    folded = b" ".join({*words, *(_NON_ASCII_RUN.findall(data) if not text.isascii() else ())})
+    if b"2fa" in data.lower():
+        folded += b" 2fa"
     spans: list[tuple[int, int, str]] = []
-    spans += _english_seeds(text)
-    if _CJK_CHAR.search(text):
-        spans += _chinese_seeds(text)
-    if any(hint in lowered for hint in _KEY_HINTS):
+    if _twelve_listed_words_in_a_row(words):
+        spans += _english_seeds(text, text.lower())
+    if not text.isascii() and _CJK_CHAR.search(text):
+        spans += _chinese_seeds(text, folded)
+    if _has(folded, _KEY_HINTS):
         spans += [(m.start(), m.end(), "private key") for m in _HEX_KEY.finditer(text)
                   if _near(_KEY_CONTEXT, text, m)]
-    spans += [(m.start(), m.end(), "private key") for m in _WIF.finditer(text)]
-    if "prv" in lowered:
+    if _BASE58_RUN in data.translate(_BASE58_SHAPE):
+        spans += [(m.start(), m.end(), "private key") for m in _WIF.finditer(text)]
+    if b"prv" in folded:
         spans += [(m.start(), m.end(), "private key") for m in _XPRV.finditer(text)]
-    if any(hint in lowered for hint in _SECRET_HINTS):
+    if _has(folded, _SECRET_HINTS):
         spans += [(m.start(3), m.end(3), "API secret") for m in _API_SECRET.finditer(text)]
-    if any(hint in lowered for hint in _PASSWORD_HINTS):
-        spans += [(m.start(3), m.end(3), "password") for m in _PASSWORD.finditer(text) if _looks_like_password(m)]
-    if any(hint in lowered for hint in _TWO_FA_HINTS):
+    if _has(folded, _PASSWORD_HINTS):
+        spans += [(m.start(3), m.end(3), "password") for m in _near_hints(_PASSWORD, text, _PASSWORD_HINTS)
+                  if _looks_like_password(m)]
+    if _has(folded, _TWO_FA_HINTS):
         spans += [(m.start(), m.end(), "2FA code") for m in _SIX_DIGITS.finditer(text)
                   if _near(_TWO_FA, text, m, 40)]
     return _apply(text, spans)
+
+
+def _has(folded: bytes, hints: tuple[bytes, ...]) -> bool:
+    return any(hint in folded for hint in hints)
+
+
+# Latin letters lower-cased, every other byte a space: the text split into its ASCII words at C speed.
+_WORD_BYTES = bytes(c + 32 if 65 <= c <= 90 else c if 97 <= c <= 122 else 32 for c in range(256))
+# Base58 characters as "b", anything else as a space: a WIF key needs 51 of them in a row.
+_BASE58_SHAPE = bytes(98 if re.fullmatch(f"[{_BASE58}]", chr(c)) else 32 for c in range(256))
+_BASE58_RUN = b"b" * 51
+_NON_ASCII_RUN = re.compile(rb"[\x80-\xff]+")
+
+
+@cache
+def _english_word_bytes() -> frozenset[bytes]:
+    return frozenset(word.encode("ascii") for word in _wordlist("english"))
+
+
+def _twelve_listed_words_in_a_row(words: list[bytes]) -> bool:
+    """The cheap first pass for English seeds, with no Python loop over the words: each word becomes one
+    byte (listed or not) and twelve listed ones in a row are a substring search."""
+    return b"\x01" * MIN_SEED_WORDS in bytes(map(_english_word_bytes().__contains__, words))
+
+
+_HINT_REACH = 400  # characters after a hint word in which its pattern's match must end
+
+
+def _near_hints(pattern: re.Pattern[str], text: str, hints: tuple[bytes, ...]) -> list[re.Match[str]]:
+    """The matches of a pattern that starts with (or just before) one of its hint words, searched only
+    around those words: a case-insensitive alternation run over the whole text costs milliseconds."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a few characters change length when lower-cased: search everywhere
+        return list(pattern.finditer(text))
+    starts = sorted({found for hint in hints for found in _find_all(lowered, hint.decode("utf-8"))})
+    matches: list[re.Match[str]] = []
+    done = 0
+    for start in starts:
+        if start < done:
+            continue
+        match = pattern.search(text, max(done, start - _HINT_LEAD), start + _HINT_REACH)
+        if match is not None:
+            matches.append(match)
+            done = match.end()
+    return matches
+
+
+_HINT_LEAD = 2  # "登录密码" starts two characters before its hint "密码"
+
+
+def _find_all(text: str, word: str) -> Iterator[int]:
+    at = text.find(word)
+    while at >= 0:
+        yield at
+        at = text.find(word, at + 1)
 
 
 def _near(pattern: re.Pattern[str], text: str, match: re.Match[str], span: int = _CONTEXT_SPAN) -> bool:
@@ -133,18 +201,9 @@ def _looks_like_password(match: re.Match[str]) -> bool:
     return any(ch.isdigit() for ch in value) or any(not ch.isalnum() for ch in value.rstrip(".,;!?。，"))
 
 
-def _english_seeds(text: str) -> list[tuple[int, int, str]]:
+def _english_seeds(text: str, lowered: str) -> list[tuple[int, int, str]]:
     """Runs of at least twelve BIP-39 words; anything between them is digits, spaces or punctuation."""
     words = _wordlist("english")
-    lowered = text.lower()
-    # Cheap first pass (C speed): any twelve word-list words in a row at all? Most mails have none.
-    streak = 0
-    for token in _LATIN_WORD.findall(lowered):
-        streak = streak + 1 if token in words else 0
-        if streak >= MIN_SEED_WORDS:
-            break
-    else:
-        return []
     runs: list[list[re.Match[str]]] = [[]]
     for match in _LATIN_WORD.finditer(lowered):
         run = runs[-1]
@@ -155,18 +214,18 @@ def _english_seeds(text: str) -> list[tuple[int, int, str]]:
     return [_seed_span(run, ("english",)) for run in runs if len(run) >= MIN_SEED_WORDS]
 
 
-def _chinese_seeds(text: str) -> list[tuple[int, int, str]]:
+def _chinese_seeds(text: str, folded: bytes) -> list[tuple[int, int, str]]:
     spans: list[tuple[int, int, str]] = []
     if _SEPARATED_CJK_RUN.search(text):
         spans += _separated_chinese_seeds(text)
-    if any(hint in text.lower() for hint in _SEED_HINTS):
+    if _has(folded, _SEED_HINTS):
         spans += _compact_chinese_seeds(text)
     return spans
 
 
 # Twelve CJK characters with list separators between them: the shape a separated seed needs at least.
 _SEPARATED_CJK_RUN = re.compile(r"[\u3400-\u9fff](?:[\s,，、;；.。\d]{1,4}[\u3400-\u9fff]){11}")
-_SEED_HINTS = ("seed", "mnemonic", "phrase", "助记", "助記", "种子", "種子", "恢复")
+_SEED_HINTS = tuple(h.encode() for h in ("seed", "mnemonic", "phrase", "助记", "助記", "种子", "種子", "恢复"))
 
 
 def _separated_chinese_seeds(text: str) -> list[tuple[int, int, str]]:

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from mailer.db import RawMessage, Ticket, TicketMessage
@@ -55,12 +55,15 @@ def find_exact_duplicate(session: Session, mail: ParsedMail, raw_id: int) -> str
     """
     if session.scalar(select(TicketMessage.id).where(TicketMessage.message_id == mail.message_id)):
         return f"Message-ID {mail.message_id} already recorded"
-    # Look up by Message-ID or hash alone: with a status condition too, SQLite may walk the large status index.
-    for column, value, reason in ((RawMessage.message_id, mail.message_id, f"Message-ID {mail.message_id}"),
-                                  (RawMessage.sha256, mail.sha256, "identical bytes")):
-        seen = session.execute(select(RawMessage.id, RawMessage.status).where(column == value))
-        if any(other != raw_id and status in FINISHED for other, status in seen):
-            return f"{reason} already handled"
+    # One query, by Message-ID or hash alone (both indexed): with a status condition too, SQLite may walk
+    # the large status index.
+    seen = session.execute(select(RawMessage.id, RawMessage.status, RawMessage.message_id == mail.message_id)
+                           .where(or_(RawMessage.message_id == mail.message_id, RawMessage.sha256 == mail.sha256)))
+    finished = [same_id for other, status, same_id in seen if other != raw_id and status in FINISHED]
+    if any(finished):
+        return f"Message-ID {mail.message_id} already handled"
+    if finished:
+        return "identical bytes already handled"
     return None
 
 

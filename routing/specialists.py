@@ -10,6 +10,7 @@ on their own lines at the top of a reply and never reach the customer:
     #assign <queue>  move the ticket to another queue
     #priority <p>    low | normal | high | urgent
     #merge <ticket>  fold this ticket into another one
+    #qa <1-5> <text> the lead's score of a ticket sampled for quality review (stays internal)
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import re
 from dataclasses import dataclass
 
 from mailer.config import PRIORITIES
+from routing.feedback import parse_score
 
 TOKEN_LENGTH = 10
 _ADDRESS = re.compile(
     rf"^(?P<local>[^+@]+)\+(?P<ticket>\d{{1,12}})\.(?P<token>[a-z2-7]{{{TOKEN_LENGTH}}})@(?P<domain>.+)$",
     re.IGNORECASE)
 _COMMAND = re.compile(r"^#(?P<name>[a-z]+)\b\s*(?P<argument>.*)$", re.IGNORECASE)
-COMMANDS = ("note", "close", "pending", "assign", "priority", "merge")
+COMMANDS = ("note", "close", "pending", "assign", "priority", "merge", "qa")
 
 
 def token_for(ticket_id: int, secret: bytes) -> str:
@@ -72,7 +74,7 @@ class SpecialistReply:
 
     @property
     def internal(self) -> bool:
-        return any(c.name == "note" for c in self.commands)
+        return any(c.name in ("note", "qa") for c in self.commands)
 
 
 def parse_reply(text: str, queues: tuple[str, ...]) -> SpecialistReply:
@@ -94,11 +96,15 @@ def parse_reply(text: str, queues: tuple[str, ...]) -> SpecialistReply:
             errors.append(problem)
         commands.append(Command(name, argument))
         index += 1
-        if name == "note":
-            break  # everything after #note is the note itself
+        if name in ("note", "qa"):
+            break  # everything after #note is the note itself, after #qa the reviewer's comment
     body = "\n".join(lines[index:]).strip()
     if any(c.name == "note" for c in commands) and commands[-1].argument:
         body = (commands[-1].argument + "\n" + body).strip()
+    if commands and commands[-1].name == "qa":
+        last = commands.pop()
+        commands.append(Command("qa", (last.argument + "\n" + body).strip()))
+        body = ""
     return SpecialistReply(tuple(commands), body, tuple(errors))
 
 
@@ -109,6 +115,8 @@ def _check(name: str, argument: str, queues: tuple[str, ...]) -> str | None:
         return f"#assign needs a queue: one of {', '.join(queues)}; got {argument or 'nothing'!r}"
     if name == "priority" and argument not in PRIORITIES:
         return f"#priority needs one of {', '.join(PRIORITIES)}; got {argument or 'nothing'!r}"
+    if name == "qa" and parse_score(argument) is None:
+        return f"#qa needs a score from 1 to 5, then any comment; got {argument or 'nothing'!r}"
     if name == "merge" and not argument.lstrip("#").isdigit():
         return f"#merge needs a ticket number; got {argument or 'nothing'!r}"
     return None

@@ -31,8 +31,8 @@ BUILTIN_DIR = Path(__file__).resolve().parent
 LANGUAGES = SHIPPED
 PARTS = ("subject", "txt", "html")
 # What a customer receives: shipped in every language. Mails to specialists and leads are English only.
-CUSTOMER_KINDS = ("ack", "unverified", "repeat_notice", "secret_warning", "attachment_refused", "reply")
-INTERNAL_KINDS = ("forward", "collision", "command_error", "reply_refused", "sla_alert")
+CUSTOMER_KINDS = ("ack", "unverified", "repeat_notice", "secret_warning", "attachment_refused", "reply", "survey")
+INTERNAL_KINDS = ("forward", "collision", "command_error", "reply_refused", "sla_alert", "qa_review")
 
 
 @dataclass(frozen=True)

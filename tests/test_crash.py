@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from mailer.db import Database, RawMessage, Ticket, TicketMessage
 from mailer.embedded import SmtpSink
 from mailer.samples import text_mail
+from mailer.workers import SEND_BATCH
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox
 from tests.test_pipeline import run_once
@@ -81,6 +82,9 @@ def test_sigkill_while_processing_200_mails(make_config: ConfigFactory, mailbox:
         acks.setdefault(msg["In-Reply-To"], set()).add(msg["Message-ID"])
     assert sorted(acks) == sorted(sent_ids)
     assert all(len(ids) == 1 for ids in acks.values()), "a customer got two different acknowledgements"
-    # A kill between the server's 250 and our commit can resend the same mail (same Message-ID) once.
-    print(f"deliveries: {len(smtp_sink.delivered)} for {MAILS} tickets")
-    assert len(smtp_sink.delivered) <= MAILS + KILLS * config.broker.worker_threads
+    # A kill between the server's 250 and our commit can resend the same mail (same Message-ID) once: at
+    # most the replies a thread had sent from its batch (claimed, sent over one connection, then marked).
+    resent = len(smtp_sink.delivered) - MAILS
+    print(f"deliveries: {len(smtp_sink.delivered)} for {MAILS} tickets: {resent} re-sent over {kills} kills = "
+          f"{resent / kills:.2f} re-sends per kill")
+    assert len(smtp_sink.delivered) <= MAILS + KILLS * config.broker.worker_threads * SEND_BATCH

@@ -177,7 +177,8 @@ def test_round_trip_from_customer_to_specialist_and_back(desk: tuple[Path, Relay
     ticket = tickets(path)[1]
     assert ticket.status == "closed"
     assert {"waiting_on_customer", "customer_replied", "closed"} <= {e.kind for e in ticket.events}
-    assert len(inbox(boxes["omar"])) == 5
+    to_customer = inbox(boxes["omar"])
+    assert len(to_customer) == 6 and "[#1] How did we do?" in {str(m["Subject"]) for m in to_customer}  # survey
 
 
 def test_tokens_and_commands() -> None:

@@ -28,6 +28,8 @@ CONTEXT: dict[str, dict[str, object]] = {
     "unverified": {}, "repeat_notice": {}, "secret_warning": {"kinds": ["password"]},
     "attachment_refused": {"files": [("invoice.exe", "a program that can run code")]},
     "reply": {"text": "Your deposit is credited.", "queue_title": "Deposits", "anti_phishing_code": "SUN-42"},
+    "survey": {"anti_phishing_code": "SUN-42",
+               "ratings": [{"value": r, "href": f"mailto:support+csat.42.{r}.abc@desk.example"} for r in (5, 3, 1)]},
 }
 
 

@@ -2,10 +2,10 @@
 
 Every key is declared once, in a pydantic model of its table, with its type, default, bounds and
 description: `transport` (server URLs, TLS, OAuth2, DKIM), `servers` (mailboxes, SMTP, database, broker,
-listeners), `routing` (queues, rules, trust, spam, dedup), `calendars` (calendars, SLA), `records` (desk,
-paths, attachments, encryption, retention) and `files` (the whole file and the `Config` it yields). A wrong
-key or value raises `ConfigError` naming the file, the key and the reason (`errors`), and the CLI prints
-that line and exits 2. Nothing past this package sees raw TOML.
+listeners), `routing` (queues, rules, trust, spam, dedup), `answers` (help articles, QA review),
+`calendars` (calendars, SLA), `records` (desk, paths, attachments, encryption, retention) and `files` (the
+whole file and the `Config` it yields). A wrong key or value raises `ConfigError` naming the file, the
+key and the reason (`errors`), and the CLI prints that line and exits 2. Nothing past this package sees raw TOML.
 
 Adding a key: one `Field(default, bounds, description=...)` in its table's model, and a line in
 `supportd.toml.example` (tests/test_config_schema.py fails until both agree). Adding a table: a `Section`
@@ -15,6 +15,7 @@ variable) is a validator raising ValueError with the reason; one about a key bel
 raises `KeyProblem(key, reason)`.
 """
 
+from mailer.config.answers import HelpConfig
 from mailer.config.calendars import WEEKDAYS, CalendarConfig, SlaConfig, SlaPolicy, always_open
 from mailer.config.errors import ConfigError
 from mailer.config.files import (
@@ -45,7 +46,8 @@ from mailer.config.transport import DkimConfig, Endpoint, OAuthConfig, Transport
 __all__ = [
     "DEFAULT_SPAM_SCORES", "DONE_ACTIONS", "PRIORITIES", "RETENTION_MINIMUM_DAYS", "STAFF_KEYS", "WEEKDAYS",
     "AttachmentLimits", "BrokerConfig", "CalendarConfig", "Config", "ConfigError", "DedupConfig", "DkimConfig",
-    "Endpoint", "MailboxConfig", "OAuthConfig", "QueueConfig", "RetentionConfig", "RuleConfig", "SlaConfig",
+    "Endpoint",
+    "HelpConfig", "MailboxConfig", "OAuthConfig", "QueueConfig", "RetentionConfig", "RuleConfig", "SlaConfig",
     "SlaPolicy", "SmtpConfig", "SpamConfig", "SupportdFile", "TransportSecurity", "TrustConfig", "always_open",
     "config_from_dict", "default_routing", "json_schema", "load_config", "only_staffs_shipped_queues",
     "parse_endpoint", "staffed_queues", "with_shipped_policies",

@@ -16,6 +16,7 @@ from typing import Any, Self
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from mailer.config.answers import HelpConfig, QaSection
 from mailer.config.base import Section, base_dir
 from mailer.config.calendars import CalendarConfig, SlaConfig, always_open
 from mailer.config.errors import ConfigError, KeyProblem, config_error
@@ -55,6 +56,8 @@ class SupportdFile(Section):
     attachments: AttachmentsSection = Field(default_factory=AttachmentsSection)
     encryption: EncryptionSection = Field(default_factory=EncryptionSection)
     lmtp: ListenSection = Field(default_factory=ListenSection, description="push delivery from an MTA")
+    help: HelpConfig | None = Field(None, description="without it, acknowledgements suggest no articles")
+    qa: QaSection = Field(default_factory=QaSection)
     http: ListenSection = Field(default_factory=ListenSection, description="/metrics, /healthz and /readyz")
     dkim: DkimConfig | None = Field(None, description="without it, outgoing mail is not signed")
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
@@ -68,7 +71,7 @@ class SupportdFile(Section):
                     for name, table in value.items()}
         return value
 
-    @field_validator("trust", "dkim", mode="before")
+    @field_validator("trust", "dkim", "help", mode="before")
     @classmethod
     def _empty_table_is_none(cls, value: Any) -> Any:
         return None if value == {} else value
@@ -142,6 +145,8 @@ class Config:
     encryption_keys_env: str | None  # names the variable holding Fernet keys, newest first
     secret_env: str | None  # names the variable holding the ticket-address secret
     lmtp_listen: tuple[str, int] | None  # host and port of the LMTP listener, if any
+    help: HelpConfig | None
+    qa_share: float  # [qa] share: the part of each specialist's closed tickets a week the lead reviews
     http_listen: tuple[str, int] | None  # host and port of /metrics, /healthz, /readyz, if any
     dkim: DkimConfig | None
     retention: RetentionConfig
@@ -162,6 +167,7 @@ class Config:
             max_message_bytes=file.desk.max_message_bytes, raw_with_secrets=file.desk.raw_with_secrets,
             attachments=file.attachments.limits(), encryption_keys_env=file.encryption.keys_env,
             secret_env=file.desk.secret_env, lmtp_listen=file.lmtp.address, http_listen=file.http.address,
+            help=file.help, qa_share=file.qa.share,
             dkim=file.dkim, retention=file.retention)
 
 

@@ -1,0 +1,125 @@
+"""Parse and redact ahead of the write transaction, on every core: the CPU part of a mail's processing.
+
+Parsing, redaction and the identifiers are pure functions of the raw bytes, so they run before the
+pipeline takes the database's write lock and, in the embedded daemon, in a pool of worker processes
+(the database writes stay in one place). The `parse` and `redact` stages take the prepared result when
+there is one and do the work themselves otherwise: a mail that fails here fails there again, in its
+own stage, and goes to quarantine with that stage's name.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+from parsing.identifiers import extract_identifiers
+from parsing.message import ParsedMail, parse, without_body
+from parsing.normalize import content_hash
+from parsing.secrets import redact
+
+# Below this many mails a batch is parsed in place: shipping it to another process costs more than it saves.
+POOL_MIN_BATCH = 8
+ORDER_WAIT = 30.0  # seconds a batch waits at most for earlier ones to write first
+
+
+@dataclass(frozen=True)
+class Prepared:
+    mail: ParsedMail  # already redacted
+    secrets: tuple[str, ...]  # kinds of secret found (never the values)
+    raw_without_secrets: bytes | None  # the raw mail to keep instead, when it held secrets and they are dropped
+
+
+def redact_mail(mail: ParsedMail) -> tuple[ParsedMail, tuple[str, ...]]:
+    """The mail with passwords, seed phrases, keys and codes replaced, and the kinds that were found."""
+    subject, text = redact(mail.subject), redact(mail.text)
+    if not (subject.found or text.found):
+        return mail, ()  # the new text is part of the whole text: nothing there either
+    new_text = redact(mail.new_text)
+    secrets = tuple(dict.fromkeys(subject.kinds + text.kinds + new_text.kinds))
+    return replace(mail, subject=subject.text, text=text.text, new_text=new_text.text,
+                   identifiers=extract_identifiers(subject.text + "\n" + new_text.text),
+                   content_hash=content_hash(subject.text, new_text.text)), secrets
+
+
+def prepare(raw: bytes, drop_raw_with_secrets: bool) -> Prepared | None:
+    """Parsed and redacted, or None when that fails (the stages then report the failure)."""
+    try:
+        mail, secrets = redact_mail(parse(raw))
+        stripped = without_body(raw, secrets) if secrets and drop_raw_with_secrets else None
+        return Prepared(mail, secrets, stripped)
+    except Exception:  # reported by the stage that meets it again
+        return None
+
+
+def _prepare_chunk(raws: Sequence[bytes], drop: bool) -> list[Prepared | None]:
+    return [prepare(raw, drop) for raw in raws]
+
+
+class PreparePool:
+    """Worker processes for `prepare`; one per core but the one the writing process keeps busy by default
+    (each loads the parsers and language models: about 200 MB)."""
+
+    def __init__(self, processes: int | None = None) -> None:
+        self.processes = processes or max((os.cpu_count() or 1) - 1, 1)
+        self._executor: ProcessPoolExecutor | None = None
+
+    def start(self) -> PreparePool:
+        """Start the processes now (they take a second to import the parsers), not with the first mails."""
+        executor = self._started()
+        for _ in range(self.processes):
+            executor.submit(_prepare_chunk, [], False)
+        return self
+
+    def _started(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            # spawn, not fork: the daemon has threads (and locks) that a forked child would inherit mid-use.
+            self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+        return self._executor
+
+    def prepare_many(self, raws: list[bytes], drop: bool) -> list[Prepared | None]:
+        if len(raws) < POOL_MIN_BATCH:
+            return _prepare_chunk(raws, drop)
+        executor = self._started()
+        size = -(-len(raws) // self.processes)
+        chunks = [raws[i:i + size] for i in range(0, len(raws), size)]
+        futures = [executor.submit(_prepare_chunk, chunk, drop) for chunk in chunks]
+        return [item for future in futures for item in future.result()]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
+
+
+class BatchOrder:
+    """Batches of one process write in the order they were taken up, whoever finished preparing first.
+
+    Preparing runs outside the write lock and in parallel, but the ledger must see mails in arrival order:
+    the first mail of a problem opens the ticket and gets the acknowledgement, a re-sent copy joins it.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._keys: set[int] = set()
+
+    @contextmanager
+    def taken_up(self, key: int) -> Iterator[Callable[[], None]]:
+        """Register the batch (key: its first row id); the callable waits until no earlier batch is left."""
+        with self._changed:
+            self._keys.add(key)
+        try:
+            yield lambda: self._wait(key)
+        finally:
+            with self._changed:
+                self._keys.discard(key)
+                self._changed.notify_all()
+
+    def _wait(self, key: int) -> None:
+        with self._changed:
+            # Bounded: a stuck earlier batch delays this one, it never blocks it for good.
+            self._changed.wait_for(lambda: min(self._keys) >= key, timeout=ORDER_WAIT)
