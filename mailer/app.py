@@ -15,6 +15,7 @@ from mailer.db import Database, Ticket
 from mailer.dkim import DkimSigner
 from mailer.links import Links
 from mailer.prepare import BatchOrder, PreparePool
+from mailer.sentlog import SentLog
 from mailer.smtp import SmtpClient
 from mailer.store import ContentStore
 from routing.help import HelpIndex
@@ -74,6 +75,10 @@ class App:
     @cached_property
     def store(self) -> ContentStore:
         return ContentStore(self.config.storage_dir / "attachments", self.sealer)
+
+    @cached_property
+    def sent_log(self) -> SentLog:
+        return SentLog(self.config.storage_dir)
 
     @cached_property
     def smtp(self) -> SmtpClient:

@@ -296,6 +296,33 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_outbox_list(args: argparse.Namespace) -> int:
+    from mailer.db import Outbox
+
+    app = _app(args)
+    with app.db.reading() as session:
+        rows = session.execute(select(Outbox.id, Outbox.ticket_id, Outbox.purpose, Outbox.to_address,
+                                      Outbox.last_error).where(Outbox.status == "failed").order_by(Outbox.id)).all()
+    app.close()
+    for row in rows:
+        print(f"{row.id:>6}  ticket={row.ticket_id}  {row.purpose}  to={row.to_address}  {row.last_error}")
+    print(f"{len(rows)} failed")
+    return EXIT_OK
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    """Compose again where composing failed and put failed mails back in the queue."""
+    from mailer.outbox import retry_failed
+
+    if not args.all and not args.ids:
+        raise UserError("give outbox ids (see `supportd outbox list`) or --all")
+    app = _app(args)
+    report = retry_failed(app, None if args.all else list(args.ids))
+    app.close()
+    print(f"{report.requeued} mails back in the queue, {report.still_failed} still failing")
+    return EXIT_OK
+
+
 def cmd_storage_new_key(args: argparse.Namespace) -> int:
     from cryptography.fernet import Fernet
 
@@ -453,6 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
     retry = command("retry", cmd_quarantine_retry, "put quarantined mails back in the queue", parent=quarantine)
     retry.add_argument("ids", nargs="*", type=int)
     retry.add_argument("--all", action="store_true")
+
+    outbox = sub.add_parser("outbox", help="mails that could not be sent").add_subparsers(dest="sub", required=True)
+    command("list", cmd_outbox_list, "list failed outgoing mails with the reason", parent=outbox)
+    resend = command("retry", cmd_outbox_retry, "compose again and re-send failed mails", parent=outbox)
+    resend.add_argument("ids", nargs="*", type=int)
+    resend.add_argument("--all", action="store_true")
     register_spam_commands(sub, command, _app)
     register_retention_commands(sub, command, _app)
     register_config_commands(sub, command)

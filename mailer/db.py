@@ -144,7 +144,7 @@ class TicketMessage(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     raw_message_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"))
     direction: Mapped[str] = mapped_column(String(8))  # in | out
-    kind: Mapped[str] = mapped_column(String(16))  # customer | repeat | ack | unverified | repeat_notice | …
+    kind: Mapped[str] = mapped_column(String(32))  # customer | repeat | ack | unverified | repeat_notice | …
     message_id: Mapped[str] = mapped_column(String(998), unique=True)
     in_reply_to: Mapped[str | None] = mapped_column(String(998))
     references: Mapped[list[Any]] = mapped_column(default=list)
@@ -255,6 +255,8 @@ class Outbox(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Set only while composing failed: what `supportd outbox retry` needs to compose the mail again.
+    compose: Mapped[dict[str, Any] | None]
 
 
 class Checkpoint(Base):

@@ -91,6 +91,7 @@ class Delivered:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    mail_options: list[str] = field(default_factory=list)  # e.g. SMTPUTF8
 
     @property
     def message(self) -> Message:
@@ -110,17 +111,18 @@ class SinkHandler:
             if self.fail_next > 0:
                 self.fail_next -= 1
                 return "451 4.3.0 try again later"
-            self.delivered.append(Delivered(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+            self.delivered.append(Delivered(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content),
+                                            list(envelope.mail_options or [])))
         return "250 2.0.0 OK"
 
 
 class SmtpSink:
     """aiosmtpd's Controller with a handler that records what it receives."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, smtputf8: bool = False) -> None:
         self.handler = SinkHandler()
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=port or free_port(),
-                                     data_size_limit=100 * 1024 * 1024)
+                                     data_size_limit=100 * 1024 * 1024, enable_SMTPUTF8=smtputf8)
 
     @property
     def url(self) -> str:

@@ -36,6 +36,7 @@ from mailer.oauth import TokenCache
 from mailer.providers import is_special_use, resolve_folder, throttle_delay
 from mailer.tls import LinkError, client_context, describe, tls_failure
 from parsing.message import message_id_or_derived
+from parsing.obsolete import close_spaced_header_names
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def raw_row(mailbox: str, uid: int, raw: bytes, sealer: Sealer) -> RawMessage:
     """A ledger row for mail as received: Message-ID (or one derived from the bytes), hash, sealed bytes."""
     sha = hashlib.sha256(raw).hexdigest()
     try:
-        header_value = _headers.parsebytes(_header_block(raw)).get("Message-ID")
+        header_value = _headers.parsebytes(close_spaced_header_names(_header_block(raw))).get("Message-ID")
     except Exception:  # an unreadable header block still gets stored; parsing will record why
         header_value = None
     message_id, _ = message_id_or_derived(header_value, sha)

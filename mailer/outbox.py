@@ -1,9 +1,10 @@
 """Delivering outbox rows in batches: claim them, hand them to SMTP over one connection, record the outcome.
 
 Rows are claimed (`sending`) in one committed transaction before the SMTP conversations and marked
-`sent` only after the server accepted them. A worker killed in between leaves a `sending` row that the
-reconciler gives back after the claim lapses; the same Message-ID is then sent again, which receiving
-systems treat as the same mail.
+`sent` only after the server accepted them. A worker killed in between leaves `sending` rows; the
+reconciler marks sent those its journal shows the relay accepted and gives the rest back (at once for a
+dead process of this host, after the claim lapses otherwise); a mail is then sent again with the same
+Message-ID, which receiving systems treat as the same mail.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy import insert, select, update
 
 from mailer import lease, metrics
 from mailer.app import App
+from mailer.compose import recompose
 from mailer.db import Outbox, Ticket, TicketEvent, utcnow
 from mailer.health import HEALTH
 from mailer.smtp import SendError
@@ -47,7 +49,8 @@ def deliver_batch(app: App, outbox_ids: list[int]) -> list[Delivery]:
     """Claim the rows in one transaction, send them over this thread's one SMTP connection, mark them.
 
     The mark is written as soon as the batch has gone out (a few milliseconds of SMTP on a LAN relay), with
-    priority over the pipeline's writers, so the window in which a kill re-sends a mail stays that small.
+    priority over the pipeline's writers; until then each 250 is in this thread's sent journal
+    (`mailer/sentlog.py`), so a kill re-sends only a mail whose 250 had not yet been written down.
     """
     claimed, deliveries = _claim(app, outbox_ids)
     sent: list[Claimed] = []
@@ -60,6 +63,7 @@ def deliver_batch(app: App, outbox_ids: list[int]) -> list[Delivery]:
             sent = []
             deliveries.append(_failed(app, row, exc))
             continue
+        app.sent_log.accepted(row.outbox_id)
         HEALTH.relay(None)
         sent.append(row)
     _mark_sent(app, sent)
@@ -75,6 +79,7 @@ def _mark_sent(app: App, rows: list[Claimed]) -> None:
         return
     # The relay has the mails: recording that must outlast a database restart, or they would be sent again.
     retrying(f"outbox {rows[0].outbox_id}…", lambda: _record_sent(app, rows))
+    app.sent_log.marked()
     for row in rows:
         metrics.reply_sent(app, row.outbox_id, row.purpose, row.ticket_id, row.ticket_created_at)
 
@@ -150,3 +155,30 @@ def _record_failure(app: App, outbox_id: int, attempts: int, exc: SendError) -> 
     metrics.reply_not_sent(purpose, give_up)  # after the commit: a retried write counts once
     log.warning("outbox %s: %s (%s)", outbox_id, exc, "giving up" if give_up else f"retry in {delay}")
     return Delivery(outbox_id, "failed") if give_up else Delivery(outbox_id, "retry", delay)
+
+
+@dataclass(frozen=True)
+class RetryReport:
+    requeued: int
+    still_failed: int
+
+
+def retry_failed(app: App, ids: list[int] | None) -> RetryReport:
+    """Give failed rows another chance (after the template, the relay or the address was fixed).
+
+    A row whose composition failed is composed again from its recipe first; one that still cannot be
+    composed stays failed with the new reason. The rows go back to `pending`: the next `supportd run`
+    (or the running daemon's reconciler) sends them.
+    """
+    requeued = still_failed = 0
+    with app.db.session() as session:
+        query = select(Outbox).where(Outbox.status == "failed")
+        if ids is not None:
+            query = query.where(Outbox.id.in_(ids))
+        for row in session.scalars(query.order_by(Outbox.id)):
+            if row.compose is not None and not recompose(session, app.renderer, app.sender, app.store.get, row):
+                still_failed += 1
+                continue
+            row.status, row.attempts, row.next_attempt_at, row.last_error = "pending", 0, utcnow(), None
+            requeued += 1
+    return RetryReport(requeued, still_failed)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from mailer import metrics
@@ -420,7 +420,10 @@ def _run_stages(app: App, session: Session, raw_id: int, raw: RawMessage | None,
         except Exception as exc:
             raise StageFailed(name, exc) from exc
     raw.status, raw.processed_at = work.outcome, utcnow()
-    session.flush()
+    try:
+        session.flush()
+    except DataError as exc:  # a value the schema refuses: this mail's fault or ours, never the batch's
+        raise StageFailed("record", exc) from exc
     keep_events(work)
     finished.append(work)
     return Result(raw_id, work.outcome, raw.ticket_id, tuple(row.id for row in work.outbox))

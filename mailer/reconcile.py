@@ -12,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
-from mailer import lease
+from mailer import lease, sentlog
 from mailer.app import App
 from mailer.db import Outbox, RawMessage, utcnow
 
@@ -35,7 +35,7 @@ def at_start(app: App, *, reclaim_all_sending: bool) -> Unfinished:
     with app.db.session() as session:
         # Another process of this kind may be running beside us (a hot standby): only unclaimed rows
         # (from before claims were named), lapsed claims and claims of dead processes are given back.
-        given_back = [Outbox.claimed_at < now - CLAIM_LEASE, *_dead_claims(session)]
+        given_back = [Outbox.claimed_at < now - CLAIM_LEASE, *_dead_claims(app, session)]
         if reclaim_all_sending:
             given_back.append(Outbox.claimed_by.is_(None))
         session.execute(update(Outbox).where(Outbox.status == "sending", or_(*given_back)).values(status="pending"))
@@ -48,16 +48,21 @@ def overdue(app: App, *, settled_for: timedelta) -> Unfinished:
     now = utcnow()
     with app.db.session() as session:
         session.execute(update(Outbox).where(Outbox.status == "sending",
-                                              or_(Outbox.claimed_at < now - CLAIM_LEASE, *_dead_claims(session)))
+                                              or_(Outbox.claimed_at < now - CLAIM_LEASE, *_dead_claims(app, session)))
                         .values(status="pending", next_attempt_at=now - settled_for))
     return _select(app, received_before=now - settled_for, due_before=now - settled_for)
 
 
-def _dead_claims(session: Session) -> list[ColumnElement[bool]]:
-    """A condition matching rows claimed by a process of this host that has died (kill -9, a crash)."""
+def _dead_claims(app: App, session: Session) -> list[ColumnElement[bool]]:
+    """A condition matching rows claimed by a process of this host that has died (kill -9, a crash).
+
+    What the relay had accepted from them (their sent journals) is marked sent first, so only mails that
+    never reached the relay are given back.
+    """
     claimants = session.scalars(select(Outbox.claimed_by).where(
         Outbox.status == "sending", Outbox.claimed_by.is_not(None)).distinct())
     dead = [c for c in claimants if c and lease.holder_is_dead(c)]
+    sentlog.recover(session, app.config.storage_dir, dead)
     return [Outbox.claimed_by.in_(dead)] if dead else []
 
 

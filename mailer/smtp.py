@@ -4,6 +4,9 @@ Errors are sorted for the outbox: a 5xx answer is permanent (the row fails), any
 refused or dropped connections, time-outs) is transient and the row is tried again later. A relay whose
 certificate does not verify, or that refuses our credentials, is the operator's to fix: the row waits
 (transient) and the problem is recorded in `links` under "smtp" for health checks.
+
+A mail to an internationalized address (RFC 6531) is sent with SMTPUTF8, and only such a mail: a
+relay that does not offer the extension cannot carry it, which is a permanent failure of that row.
 """
 
 from __future__ import annotations
@@ -101,9 +104,11 @@ class SmtpClient:
 
     def send(self, from_address: str, to_address: str, raw: bytes) -> None:
         """Deliver `raw`; returns only once the server has accepted it for the recipient."""
+        utf8 = needs_smtputf8(from_address, to_address, raw)
         for attempt in (1, 2):
             try:
-                refused = self._connection().sendmail(from_address, [to_address], raw)
+                conn = self._connection()
+                refused = conn.sendmail(from_address, [to_address], raw, mail_options=_options(conn, utf8))
             except LinkError as exc:
                 raise SendError(str(exc), permanent=False, link=True) from None
             except smtplib.SMTPServerDisconnected:
@@ -130,6 +135,22 @@ class SmtpClient:
             conns, self._all = self._all, set()
         for conn in conns:
             _quietly_close(conn)
+
+
+def needs_smtputf8(from_address: str, to_address: str, raw: bytes) -> bool:
+    """True when the envelope or the header block is not ASCII (RFC 6531): only SMTPUTF8 can carry it."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return not (from_address.isascii() and to_address.isascii() and head.isascii())
+
+
+def _options(conn: smtplib.SMTP, utf8: bool) -> list[str]:
+    if not utf8:
+        return []
+    conn.ehlo_or_helo_if_needed()
+    if not conn.has_extn("smtputf8"):
+        raise SendError("the relay does not offer SMTPUTF8, which an internationalized address needs "
+                        "(RFC 6531); the reply cannot be sent through this relay", permanent=True)
+    return ["SMTPUTF8"]
 
 
 def _xoauth2(conn: smtplib.SMTP, user: str, token: str) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import and_, func, insert, or_, select, true
 from sqlalchemy.orm import Session
 
 from mailer.app import App
-from mailer.compose import schedule_reply
+from mailer.compose import outbox_key, schedule_reply
 from mailer.db import Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
 from parsing.attachments import judge
 from parsing.message import ParsedMail
@@ -108,7 +108,7 @@ def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context
     if normalize_address(to_address) is None:
         event(work, ticket, "no_reply", purpose=purpose, reason="no usable sender address")
         return
-    already, today = _earlier_replies(work, key, to_address)
+    already, today = _earlier_replies(work, outbox_key(purpose, key), to_address)
     if already:
         event(work, ticket, "no_reply", purpose=purpose, reason="already sent")
         return
@@ -126,7 +126,8 @@ def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context
                          context=context, known_new=True)
     row.unverified = unverified
     work.outbox.append(row)
-    event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
+    if row.status != "failed":  # a mail that could not be composed has its mail_failed event already
+        event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
 
 
 AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning", "attachment_refused", "survey")
@@ -180,7 +181,8 @@ def keep_events(work: Work) -> None:
 
 
 def first_from(mail: ParsedMail) -> str:
-    return mail.from_[0].address if mail.from_ else ""
+    """The first From address as written, bounded to what an address column holds."""
+    return mail.from_[0].address[:320] if mail.from_ else ""
 
 
 def need(value: T | None, stage: str) -> T:

@@ -33,18 +33,28 @@ def codec_for(charset: str | None) -> str | None:
     name = charset.strip().strip('"').lower()
     name = SUPERSETS.get(name, name)
     try:
-        return codecs.lookup(name).name
-    except LookupError:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):  # ValueError: a NUL byte in the label
         return None
+    # rot13, base64, zlib … are codecs too, but not text encodings: bytes.decode refuses them.
+    return info.name if getattr(info, "_is_text_encoding", True) else None
 
 
 def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
-    """Decode `data`; returns the text and a defect description if anything had to be guessed or replaced."""
+    """Decode `data`; returns the text and a defect description if anything had to be guessed or replaced.
+
+    NUL characters become U+FFFD: no text column of PostgreSQL can hold them, and no mail means them.
+    """
+    text, defect = _decode(data, charset)
+    return text.replace("\x00", "\ufffd"), defect
+
+
+def _decode(data: bytes, charset: str | None) -> tuple[str, str | None]:
     codec = codec_for(charset)
     if codec:
         try:
             return data.decode(codec), None
-        except UnicodeDecodeError:
+        except (UnicodeError, ValueError):  # punycode and idna raise plain UnicodeError
             pass
     for fallback in FALLBACKS:
         try:
@@ -56,8 +66,11 @@ def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
         if charset:
             return text, f"text is not valid {charset}; read as {fallback}"
         return text, None
-    used = codec or "utf-8"
-    return data.decode(used, errors="replace"), f"undecodable bytes in {charset or 'unlabelled'} text replaced"
+    try:
+        text = data.decode(codec or "utf-8", errors="replace")
+    except (UnicodeError, ValueError):  # punycode and idna cannot replace: they raise whatever the handler
+        text = data.decode("utf-8", errors="replace")
+    return text, f"undecodable bytes in {charset or 'unlabelled'} text replaced"
 
 
 def _unescape_raw(text: str) -> str:
@@ -81,8 +94,8 @@ def decode_header_value(value: str | Header | None) -> str:
         return ""
     if isinstance(value, Header):
         return "".join(decode_bytes(chunk, charset)[0] if isinstance(chunk, bytes) else chunk
-                       for chunk, charset in decode_header(value)).strip()
-    value = _FOLDING.sub(" ", str(value))
+                       for chunk, charset in decode_header(value)).replace("\x00", "\ufffd").strip()
+    value = _FOLDING.sub(" ", str(value)).replace("\x00", "\ufffd")
     try:
         parts = decode_header(value)
     except Exception:  # a malformed encoded word: keep the text as written
@@ -96,3 +109,48 @@ def decode_header_value(value: str | Header | None) -> str:
         else:
             out.append(decode_bytes(chunk, charset)[0])
     return "".join(out).strip()
+
+
+
+def header_text(value: str | Header | None) -> str:
+    """A header value unfolded and raw 8-bit bytes read as text, with RFC 2047 words left as written."""
+    if value is None:
+        return ""
+    if isinstance(value, Header):
+        return "".join(decode_bytes(chunk, charset)[0] if isinstance(chunk, bytes) else chunk
+                       for chunk, charset in decode_header(value)).replace("\x00", "\ufffd").strip()
+    return _unescape_raw(_FOLDING.sub(" ", str(value)).replace("\x00", "\ufffd")).strip()
+
+
+# A run of encoded words; white space between adjacent words is not part of the text (RFC 2047 §6.2).
+_ENCODED_RUN = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=(?:\s+=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)*")
+
+
+def address_header_text(value: str | Header | None) -> str:
+    """An address header ready for an address parser: every encoded word decoded into a quoted string.
+
+    RFC 2047 words may stand only in display names. Decoded before the address list is parsed,
+    `=?utf-8?q?evil@x.example,?= <a@b.example>` would add an address the sender never wrote; quoted,
+    whatever a word holds stays part of a name.
+    """
+    text = header_text(value)
+    if "=?" not in text:
+        return text
+    out: list[str] = []
+    quoted, i = False, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            out.append(text[i:i + 2])
+            i += 2
+            continue
+        match = _ENCODED_RUN.match(text, i) if ch == "=" else None
+        if match is None:
+            quoted = quoted != (ch == '"')
+            out.append(ch)
+            i += 1
+            continue
+        decoded = " ".join(decode_header_value(match.group()).split()).replace("\\", "\\\\").replace('"', '\\"')
+        out.append(decoded if quoted else f'"{decoded}"')
+        i = match.end()
+    return "".join(out)

@@ -1,6 +1,6 @@
-"""`parse(raw) -> ParsedMail`: the one place mail-parser's objects are touched.
+"""`parse(raw) -> ParsedMail`: bytes to the frozen values the rest of supportd works with.
 
-mail-parser builds the MIME tree, records its defects and lists attachments. Text parts and headers
+parsing.mime builds the MIME tree, records its defects and lists attachments. Text parts and headers
 are decoded here, not by mail-parser, because its fallback for a wrong charset label silently drops
 characters (see parsing.charset); everything it returns is turned into plain frozen values so the rest
 of supportd never meets a dynamic attribute or a silent None.
@@ -8,27 +8,24 @@ of supportd never meets a dynamic attribute or a silent None.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import getaddresses
 
-import mailparser
-
-from parsing.charset import decode_bytes, decode_header_value
+from parsing.charset import address_header_text, decode_bytes, decode_header_value
 from parsing.html import html_to_text
 from parsing.identifiers import Identifiers, extract_identifiers
 from parsing.language import detect_language
+from parsing.mime import RawAttachment, read_mime
 from parsing.normalize import content_hash
+from parsing.obsolete import message_ids, parse_date, strip_comments
 from parsing.quotes import strip_quoted
 from parsing.report import DeliveryReport, delivery_report
 
 MAX_FILENAME = 200
-_MSGID = re.compile(r"<[^<>\s]+>")
 
 
 class UnreadableMail(Exception):
@@ -88,12 +85,12 @@ def parse(raw: bytes) -> ParsedMail:
     if not raw.strip():
         raise UnreadableMail("empty message")
     sha = hashlib.sha256(raw).hexdigest()
-    mail = mailparser.parse_from_bytes(raw)
-    message: Message = mail.message
+    tree = read_mime(raw)
+    message = tree.message
     if not message.keys():
         raise UnreadableMail("no header could be read")
 
-    defects = [str(d) for d in _defects(mail)]
+    defects = list(tree.defects)
     text, html, text_defects = _body_text(message)
     defects += text_defects
     body = text if text.strip() else html_to_text(html)
@@ -112,13 +109,13 @@ def parse(raw: bytes) -> ParsedMail:
         sender=next(iter(_addresses(message.get_all("Sender", []))), None),
         reply_to=_addresses(message.get_all("Reply-To", [])),
         to=_addresses(message.get_all("To", []) + message.get_all("Cc", [])),
-        date=_date(message.get("Date")),
-        in_reply_to=next(iter(_MSGID.findall(str(message.get("In-Reply-To", "")))), None),
-        references=tuple(_MSGID.findall(" ".join(str(v) for v in message.get_all("References", [])))),
+        date=parse_date(_text(message.get("Date"))),
+        in_reply_to=next(iter(message_ids(_text(message.get("In-Reply-To")))), None),
+        references=tuple(message_ids(" ".join(_text(v) for v in message.get_all("References", [])))),
         text=body,
         new_text=new_text,
         has_html=bool(html),
-        attachments=_attachments(mail),
+        attachments=_attachments(tree.attachments),
         headers=_headers(trace),
         trace=trace,
         defects=tuple(defects),
@@ -129,22 +126,11 @@ def parse(raw: bytes) -> ParsedMail:
     )
 
 
-def _defects(mail: mailparser.MailParser) -> list[str]:
-    """MIME defects as mail-parser found them, less its charset complaints: _body_text decodes text parts
-    again with repaired charsets and records its own defect only where that still fails."""
-    found = []
-    for entry in mail.defects or []:
-        items = [f"{part}: {item}" for part, values in entry.items() for item in values] \
-            if isinstance(entry, dict) else [str(entry)]
-        found += [item for item in items if "CharsetDecodeDefect" not in item]
-    return found
-
-
 def message_id_or_derived(value: str | None, sha: str) -> tuple[str, bool]:
     """The mail's own Message-ID, or one derived from its SHA-256 so the same bytes get the same id."""
-    match = _MSGID.search(str(value or ""))
-    if match and len(match.group()) < 990:
-        return match.group(), False
+    found = message_ids(_text(value))
+    if found:
+        return found[0], False
     return f"<{sha}@sha256.supportd.invalid>", True
 
 
@@ -169,16 +155,18 @@ def _body_text(message: Message) -> tuple[str, str, list[str]]:
 
 
 def _addresses(values: list[str]) -> tuple[Address, ...]:
-    decoded = [decode_header_value(v) for v in values]
-    return tuple(Address(name=name, address=addr) for name, addr in getaddresses(decoded) if addr)
-
-
-def _date(value: str | None) -> datetime | None:
+    """Parsed first, display names decoded after: an encoded word cannot smuggle in an address."""
+    texts = [address_header_text(v) for v in values]
     try:
-        parsed = parsedate_to_datetime(str(value)) if value else None
-    except (TypeError, ValueError, IndexError):
-        return None
-    return parsed if parsed is not None and parsed.tzinfo is not None else None
+        pairs = getaddresses(texts)
+    except RecursionError:  # thousands of nested comments; stripped without recursion, then parsed
+        pairs = getaddresses([strip_comments(text) for text in texts])
+    return tuple(Address(name=name, address=addr) for name, addr in pairs if addr)
+
+
+def _text(value: object) -> str:
+    """A raw header value as text: 8-bit bytes (surrogate escapes or a compat32 Header) read as UTF-8."""
+    return decode_header_value(value) if value is not None else ""  # type: ignore[arg-type]
 
 
 def _headers(trace: tuple[tuple[str, str], ...]) -> dict[str, tuple[str, ...]]:
@@ -188,24 +176,13 @@ def _headers(trace: tuple[tuple[str, str], ...]) -> dict[str, tuple[str, ...]]:
     return {name: tuple(values) for name, values in headers.items()}
 
 
-def _attachments(mail: mailparser.MailParser) -> tuple[ParsedAttachment, ...]:
-    found = []
-    for item in mail.attachments:
-        payload = item.get("payload") or ""
-        if item.get("binary"):
-            try:
-                content = base64.b64decode(payload)
-            except ValueError:
-                content = payload.encode("ascii", errors="replace")
-        else:
-            content = payload.encode("utf-8", errors="surrogateescape")
-        found.append(ParsedAttachment(
-            filename=safe_display_name(decode_header_value(item.get("filename") or "")),
-            content_type=str(item.get("mail_content_type") or "application/octet-stream").lower()[:255],
-            content=content,
-            sha256=hashlib.sha256(content).hexdigest(),
-        ))
-    return tuple(found)
+def _attachments(found: tuple[RawAttachment, ...]) -> tuple[ParsedAttachment, ...]:
+    return tuple(ParsedAttachment(
+        filename=safe_display_name(decode_header_value(item.filename)),
+        content_type="".join(ch for ch in item.content_type.lower() if ch.isprintable())[:255],
+        content=item.content,
+        sha256=hashlib.sha256(item.content).hexdigest(),
+    ) for item in found)
 
 
 def safe_display_name(name: str) -> str:

@@ -8,6 +8,7 @@ address is registered, so nobody can probe the account directory by mail.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from parsing.message import ParsedMail
 
 VERIFIED, UNREGISTERED, MISMATCH, SPOOFED = "verified", "unregistered", "mismatch", "spoofed"
+MAX_ADDRESS = 254  # the longest forward-path RFC 5321 allows, less its angle brackets
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,16 @@ class Verification:
 
 
 def normalize_address(address: str) -> str | None:
-    """Lower-case, IDNA (punycode) domain, no surrounding space; None if it is not an address."""
-    address = address.strip().strip("<>").strip()
+    """Lower-case, NFC local part, IDNA (punycode) domain, no surrounding space; None if not an address.
+
+    The account import and the look-up of a sender both go through here, so an internationalized
+    address (RFC 6531) matches however its client composed the accented letters. An address holding a
+    replacement character (U+FFFD) is what undecodable bytes became: not an address anyone can own.
+    """
+    address = unicodedata.normalize("NFC", address.strip().strip("<>").strip())
     local, at, domain = address.rpartition("@")
-    if not at or not local or not domain or any(ch.isspace() for ch in address):
+    if not at or not local or not domain or len(address) > MAX_ADDRESS \
+            or any(ch.isspace() or not ch.isprintable() for ch in address) or "\ufffd" in address:
         return None
     try:
         ascii_domain = domain.rstrip(".").encode("idna").decode("ascii").lower()

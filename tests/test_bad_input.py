@@ -90,9 +90,9 @@ def test_oversized_mail_is_quarantined_at_intake(make_config: ConfigFactory, mai
     assert all(b"\\Seen" in f for f in mailbox.flags().values())
 
 
-def test_a_failing_stage_quarantines_and_retry_recovers(make_config: ConfigFactory, mailbox: Mailbox,
-                                                        smtp_sink: SmtpSink, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_reply_that_cannot_be_composed_costs_not_the_ticket(make_config: ConfigFactory, mailbox: Mailbox,
+                                                              smtp_sink: SmtpSink, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     overrides = tmp_path / "my-templates" / "ack"
     overrides.mkdir(parents=True)
     # A template that passes the start-up check (it parses, reads only what the pipeline gives) but fails
@@ -104,13 +104,26 @@ def test_a_failing_stage_quarantines_and_retry_recovers(make_config: ConfigFacto
                    text_mail("stranger@else.example", "hello", "hi", "<q2@x>"))
     assert run_once(path) == 0
     rows = _raw_rows(config.database_url)
-    assert rows["<q1@x>"].status == "quarantined" and rows["<q1@x>"].stage == "reply"
-    assert "ZeroDivisionError" in (rows["<q1@x>"].error or "")
+    assert rows["<q1@x>"].status == "done" and rows["<q1@x>"].ticket_id is not None
     assert rows["<q2@x>"].status == "done"  # the unverified template is not overridden
-    assert len(smtp_sink.delivered) == 1
+    assert [m.rcpt_tos for m in smtp_sink.delivered] == [["stranger@else.example"]]
+    db = Database(config.database_url)
+    with db.session() as session:
+        failed = [e.detail for e in session.scalars(select(TicketEvent).where(
+            TicketEvent.kind == "mail_failed", TicketEvent.ticket_id == rows["<q1@x>"].ticket_id))]
+    db.dispose()
+    assert len(failed) == 1 and failed[0]["purpose"] == "ack" and "ZeroDivisionError" in failed[0]["error"]
+
+    capsys.readouterr()
+    assert main(["outbox", "list", "--config", str(path)]) == 0
+    assert "ZeroDivisionError" in capsys.readouterr().out
+    assert main(["outbox", "retry", "--config", str(path), "--all"]) == 0
+    assert "0 mails back in the queue, 1 still failing" in capsys.readouterr().out  # still broken
 
     (overrides / "en.txt.j2").unlink()
-    assert main(["quarantine", "retry", "--config", str(path), "--all"]) == 0
+    assert main(["outbox", "retry", "--config", str(path), "--all"]) == 0
+    assert "1 mails back in the queue" in capsys.readouterr().out
     assert run_once(path) == 0
-    assert _raw_rows(config.database_url)["<q1@x>"].status == "done"
     assert sorted(m.rcpt_tos[0] for m in smtp_sink.delivered) == ["omar@example.com", "stranger@else.example"]
+    ack = next(m.message for m in smtp_sink.delivered if m.rcpt_tos == ["omar@example.com"])
+    assert ack["In-Reply-To"] == "<q1@x>"
