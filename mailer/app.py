@@ -12,6 +12,7 @@ from mailer.compose import Sender
 from mailer.config import Config, SlaPolicy
 from mailer.crypto import Sealer
 from mailer.db import Database, Ticket
+from mailer.directory import Directory, build_directory
 from mailer.dkim import DkimSigner
 from mailer.links import Links
 from mailer.prepare import BatchOrder, PreparePool
@@ -47,6 +48,11 @@ class App:
         """The policy for the ticket's queue and priority, and the calendar it counts in."""
         policy = self.config.sla.policy_for(ticket.queue, ticket.priority)
         return self.calendars[policy.calendar], policy
+
+    @cached_property
+    def directory(self) -> Directory:
+        """Where verification looks accounts up: the imported table or the desk's live query."""
+        return build_directory(self.config.accounts, self.db)
 
     @cached_property
     def batch_order(self) -> BatchOrder:
@@ -115,4 +121,6 @@ class App:
             self.cpu.close()
         if "smtp" in self.__dict__:
             self.smtp.close()
+        if "directory" in self.__dict__:
+            self.directory.close()
         self.db.dispose()

@@ -98,16 +98,24 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_accounts_import(args: argparse.Namespace) -> int:
-    from mailer.accounts import ImportError_, import_accounts
+    from mailer.accounts import ImportError_, import_accounts, terminal_progress
 
     app = _app(args)
+    if app.config.accounts.source != "table":
+        print(f'{app.config.source}: accounts.source: is "{app.config.accounts.source}": verification reads the '
+              "live directory, not the table this import fills", file=sys.stderr)
+    progress = terminal_progress(sys.stderr) if sys.stderr.isatty() else None
     try:
-        report = import_accounts(app.db, Path(args.file))
+        report = import_accounts(app.db, Path(args.file), progress=progress)
     except ImportError_ as exc:
         raise UserError(str(exc)) from None
     finally:
         app.close()
-    print(f"accounts: {report.added} added, {report.updated} updated")
+        if progress is not None:
+            print(file=sys.stderr)
+    for example in report.examples:
+        print(f"{args.file}: {example} (row skipped)", file=sys.stderr)
+    print(report.summary())
     return EXIT_OK
 
 

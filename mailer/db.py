@@ -128,6 +128,10 @@ class Ticket(Base):
     # The resolution clock: stopped while paused (waiting on the customer, or closed), in business time.
     paused_at: Mapped[datetime | None]
     paused_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    # The earliest SLA alert not yet sent (mailer.escalate keeps it); the periodic check reads this index
+    # only. A row inserted without it (or with None: inserts fill the default) is looked at by the next
+    # check, which stores the real value; NULL, written by an update, means no alert is left.
+    next_alert_at: Mapped[datetime | None] = mapped_column(default=utcnow, index=True)
     # Set when retention anonymised the closed ticket (mailer.retention): number and events stay.
     purged_at: Mapped[datetime | None]
 

@@ -2,43 +2,77 @@
 
 Run by a dramatiq actor that the daemon sends every minute. Each alert (clock and kind) is sent at most
 once per ticket, remembered as a ticket event in the same transaction as its outbox row; a breach also
-raises the ticket's priority one step.
+raises the ticket's priority one step. Each ticket stores when its next alert falls due (`next_alert_at`,
+indexed), kept by `reschedule_alerts` wherever its status, clocks or alerts change; the check reads only
+the tickets whose moment has come.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Collection
 from datetime import datetime
 
 import holidays
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mailer import metrics
 from mailer.app import App
 from mailer.compose import schedule_reply
 from mailer.db import Setting, Ticket, TicketEvent, TicketMessage
 from sla.clock import format_local, recompute
-from sla.escalation import PRIORITY_AFTER_BREACH, Alert, alerts
+from sla.escalation import PRIORITY_AFTER_BREACH, Alert, alerts, next_alert
+
+ALERT_EVENTS = ("sla_warning", "sla_breach")
 
 log = logging.getLogger(__name__)
 
 
 def escalate(app: App, now: datetime) -> list[int]:
-    """Record and queue the alerts due at `now`; returns the new outbox ids."""
+    """Record and queue the alerts due at `now`; returns the new outbox ids.
+
+    Only tickets whose stored next alert has come are read (an index range), so the check costs the
+    same with a hundred or a hundred thousand open tickets.
+    """
     outbox_ids: list[int] = []
     with app.db.session() as session:
-        for ticket in session.scalars(select(Ticket).where(Ticket.status != "closed")):
+        due_tickets = list(session.scalars(select(Ticket).where(Ticket.next_alert_at <= now)
+                                           .order_by(Ticket.next_alert_at)))
+        sent = sent_alerts(session, [t.id for t in due_tickets])
+        for ticket in due_tickets:
             calendar, policy = app.sla_for(ticket)
-            due = alerts(ticket, calendar, policy, app.config.sla.warn_at, now)
-            if not due:
-                continue
-            sent = {e.detail.get("alert") for e in ticket.events if e.kind in ("sla_warning", "sla_breach")}
-            for alert in due:
-                if alert.key not in sent:
+            already = sent.setdefault(ticket.id, set())
+            for alert in alerts(ticket, calendar, policy, app.config.sla.warn_at, now):
+                if alert.key not in already:
                     outbox_ids += _raise(app, session, ticket, alert, now)
+                    already.add(alert.key)
+            reschedule_alerts(app, session, ticket, already)
         session.flush()
     return outbox_ids
+
+
+def sent_alerts(session: Session, ticket_ids: Collection[int]) -> dict[int, set[str]]:
+    """The alert keys already sent, per ticket: remembered as events, read in one query."""
+    sent: dict[int, set[str]] = {}
+    for start in range(0, len(ticket_ids), 500):
+        chunk = list(ticket_ids)[start:start + 500]
+        for ticket_id, detail in session.execute(select(TicketEvent.ticket_id, TicketEvent.detail).where(
+                TicketEvent.ticket_id.in_(chunk), TicketEvent.kind.in_(ALERT_EVENTS))):
+            sent.setdefault(ticket_id, set()).add(str(detail.get("alert")))
+    return sent
+
+
+def reschedule_alerts(app: App, session: Session, ticket: Ticket, sent: Collection[str] | None = None) -> None:
+    """Store when the check must next look at the ticket; call after its status, clocks or alerts change."""
+    if ticket.status == "closed":
+        ticket.next_alert_at = None
+        return
+    if sent is None:
+        sent = sent_alerts(session, [ticket.id]).get(ticket.id, set()) if ticket.id is not None else set()
+    calendar, policy = app.sla_for(ticket)
+    ticket.next_alert_at = next_alert(ticket, calendar, policy, app.config.sla.warn_at, sent)
 
 
 def sla_fingerprint(app: App) -> str:
@@ -54,10 +88,13 @@ def recompute_if_changed(app: App) -> int:
     with app.db.session() as session:
         stored = session.get(Setting, "sla_fingerprint")
         if stored is not None and stored.value != fingerprint:
-            for ticket in session.scalars(select(Ticket).where(Ticket.status != "closed")):
+            open_tickets = list(session.scalars(select(Ticket).where(Ticket.status != "closed")))
+            sent = sent_alerts(session, [t.id for t in open_tickets])
+            for ticket in open_tickets:
                 calendar, policy = app.sla_for(ticket)
                 before = ticket.first_response_due, ticket.resolution_due
                 due = recompute(ticket, calendar, policy)
+                reschedule_alerts(app, session, ticket, sent.get(ticket.id, set()))  # warn_at may have changed
                 if (due.first_response, due.resolution) != before:
                     changed += 1
                     session.add(TicketEvent(ticket=ticket, kind="sla_recomputed", detail={
@@ -74,7 +111,7 @@ def recompute_if_changed(app: App) -> int:
     return changed
 
 
-def _raise(app: App, session, ticket: Ticket, alert: Alert, now: datetime) -> list[int]:
+def _raise(app: App, session: Session, ticket: Ticket, alert: Alert, now: datetime) -> list[int]:
     detail: dict[str, object] = {"alert": alert.key, "clock": alert.clock, "due": alert.due.isoformat()}
     if alert.kind == "breach":
         previous, ticket.priority = ticket.priority, PRIORITY_AFTER_BREACH[ticket.priority]

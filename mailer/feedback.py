@@ -17,7 +17,7 @@ from urllib.parse import quote
 from sqlalchemy import func, select
 
 from mailer.compose import schedule_reply
-from mailer.db import Account, Rating, Review, Ticket, TicketEvent, TicketMessage
+from mailer.db import Rating, Review, Ticket, TicketEvent, TicketMessage
 from mailer.work import Work, common_context, event, first_from, need, queue_automatic
 from routing.authresults import evaluate
 from routing.feedback import (
@@ -43,12 +43,12 @@ def after_close(work: Work, ticket: Ticket, closer: str) -> None:
 
 def send_survey(work: Work, ticket: Ticket, closer: str) -> None:
     """Once per ticket, to a verified customer only, through the one policy for automatic mail."""
-    if ticket.verified != VERIFIED or ticket.account_id is None:
+    if ticket.verified != VERIFIED:
         return
     if work.session.scalar(select(Rating.id).where(Rating.ticket_id == ticket.id)) is not None:
         return
     app, nonce = work.app, secrets.token_hex(8)
-    account = work.session.get(Account, ticket.account_id)
+    account = app.directory.find(ticket.customer_email, work.session)  # the imported table or the live source
     links = [{"value": r, "href": "mailto:" + rating_address(app.config.support_address, app.secret, ticket.id, r,
                                                              nonce) + "?subject=" + quote(f"[#{ticket.id}] {r}/5")}
              for r in RATINGS]

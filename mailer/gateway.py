@@ -10,7 +10,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from mailer.compose import OutgoingFile, schedule_reply
-from mailer.db import Account, Ticket, TicketMessage, utcnow
+from mailer.db import Ticket, TicketMessage, utcnow
+from mailer.escalate import reschedule_alerts
 from mailer.feedback import after_close, record_review, review_problems
 from mailer.work import (
     Work,
@@ -135,7 +136,7 @@ def _relay(work: Work, ticket: Ticket, text: str, sender: str, message: TicketMe
     last = work.session.scalar(select(TicketMessage).where(
         TicketMessage.ticket_id == ticket.id, TicketMessage.direction == "in",
         TicketMessage.kind.in_(("customer", "repeat"))).order_by(TicketMessage.id.desc()).limit(1))
-    account = work.session.get(Account, ticket.account_id) if ticket.account_id else None
+    account = work.app.directory.find(ticket.customer_email, work.session) if ticket.verified == "verified" else None
     files = tuple(OutgoingFile(a.filename, a.content_type, work.app.store.get(a.sha256))
                   for a in message.attachments if a.refused_reason is None)
     context = {**common_context(work), "text": text,
@@ -152,6 +153,7 @@ def _relay(work: Work, ticket: Ticket, text: str, sender: str, message: TicketMe
     if ticket.first_responded_at is None:
         ticket.first_responded_at = utcnow()
         event(work, ticket, "first_response", actor=sender)
+        reschedule_alerts(work.app, work.session, ticket)  # the first-response alerts are off
     if ticket.status == "closed":
         ticket.status, ticket.closed_at = "open", None
         resume_clock(work, ticket, "answered after closing")

@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session, defer
 
 from mailer import metrics
 from mailer.app import App
-from mailer.db import Account, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.db import Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.escalate import reschedule_alerts
 from mailer.feedback import record_rating
 from mailer.gateway import forward_to_specialists, handle_specialist_reply
 from mailer.prepare import Prepared, prepare, redact_mail
@@ -118,7 +119,8 @@ def skip_exact_duplicate(work: Work) -> bool:
 
 
 def verify(work: Work) -> bool:
-    work.verification = verify_sender(need(work.mail, "parse"), lambda address: _find_account(work.session, address))
+    directory, session = work.app.directory, work.session
+    work.verification = verify_sender(need(work.mail, "parse"), lambda address: directory.find(address, session))
     return True
 
 
@@ -457,7 +459,9 @@ def _new_ticket(work: Work) -> Ticket:
         account_id=account.id if account else None, verified=verification.status,
         language=choose_language(account.language if account else None, mail.language, app.config.default_language),
         subject=mail.subject[:2000], identifiers=mail.identifiers.to_json(), created_at=arrived, updated_at=arrived,
-        first_response_due=due.first_response, resolution_due=due.resolution, sla_calendar=policy.calendar)
+        first_response_due=due.first_response, resolution_due=due.resolution, sla_calendar=policy.calendar,
+        paused_seconds=0)
+    reschedule_alerts(app, work.session, ticket, sent=())
     work.session.add(ticket)
     work.session.flush()  # the ticket number is needed for the reply and the events
     event(work, ticket, "created", message_id=mail.message_id, mailbox=work.raw.mailbox)
@@ -468,10 +472,3 @@ def _new_ticket(work: Work) -> Ticket:
            first_response_due=due.first_response.isoformat(), resolution_due=due.resolution.isoformat())
     return ticket
 
-
-def _find_account(session: Session, address: str) -> AccountRef | None:
-    account = session.scalar(select(Account).where(Account.email == address))
-    if account is None:
-        return None
-    return AccountRef(account.id, account.email, account.user_id, account.language, account.display_name,
-                      account.anti_phishing_code)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -97,29 +98,53 @@ class PreparePool:
 
 
 class BatchOrder:
-    """Batches of one process write in the order they were taken up, whoever finished preparing first.
+    """Batches of one process write in the order they were enqueued, whoever finished preparing first.
 
     Preparing runs outside the write lock and in parallel, but the ledger must see mails in arrival order:
     the first mail of a problem opens the ticket and gets the acknowledgement, a re-sent copy joins it.
+    A batch counts from the moment this process enqueues it (`expect`), not from when a thread takes it
+    up: a thread that takes up a later batch first still waits for the earlier one.
     """
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._keys: set[int] = set()
+        self._keys: Counter[int] = Counter()  # batches enqueued or taken up, not yet written
+        self._expected: Counter[int] = Counter()  # of those, enqueued here and not yet taken up
+
+    def expect(self, key: int) -> None:
+        """A batch (key: its first row id) is about to be enqueued for this process's own workers."""
+        with self._changed:
+            self._keys[key] += 1
+            self._expected[key] += 1
+
+    def forget(self, key: int) -> None:
+        """An expected batch that was not enqueued after all."""
+        with self._changed:
+            if self._expected[key] > 0:
+                self._expected[key] -= 1
+                self._done(key)
 
     @contextmanager
     def taken_up(self, key: int) -> Iterator[Callable[[], None]]:
-        """Register the batch (key: its first row id); the callable waits until no earlier batch is left."""
+        """Register the batch; the callable waits until no earlier batch is left."""
         with self._changed:
-            self._keys.add(key)
+            if self._expected[key] > 0:
+                self._expected[key] -= 1
+            else:
+                self._keys[key] += 1
         try:
             yield lambda: self._wait(key)
         finally:
             with self._changed:
-                self._keys.discard(key)
-                self._changed.notify_all()
+                self._done(key)
+
+    def _done(self, key: int) -> None:
+        self._keys[key] -= 1
+        if self._keys[key] <= 0:
+            del self._keys[key]
+        self._changed.notify_all()
 
     def _wait(self, key: int) -> None:
         with self._changed:
             # Bounded: a stuck earlier batch delays this one, it never blocks it for good.
-            self._changed.wait_for(lambda: min(self._keys) >= key, timeout=ORDER_WAIT)
+            self._changed.wait_for(lambda: min(self._keys, default=key) >= key, timeout=ORDER_WAIT)

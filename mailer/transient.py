@@ -23,8 +23,12 @@ T = TypeVar("T")
 DATABASE_TRANSIENT = (OperationalError, InterfaceError, PendingRollbackError)
 
 
+class ServiceUnavailable(Exception):
+    """A service besides the ledger is away or too slow for now (e.g. the live account directory)."""
+
+
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, DATABASE_TRANSIENT):
+    if isinstance(exc, (*DATABASE_TRANSIENT, ServiceUnavailable)):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from mailer.app import App
 from mailer.compose import outbox_key, schedule_reply
 from mailer.db import Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.escalate import reschedule_alerts
 from parsing.attachments import judge
 from parsing.message import ParsedMail
 from routing.dedup import ThreadMatch
@@ -61,6 +62,7 @@ Stage = Callable[[Work], bool]
 def pause_clock(work: Work, ticket: Ticket, reason: str) -> None:
     if pause(ticket, work.raw.received_at):
         event(work, ticket, "sla_paused", clock="resolution", reason=reason)
+    reschedule_alerts(work.app, work.session, ticket)
 
 
 def resume_clock(work: Work, ticket: Ticket, reason: str) -> None:
@@ -69,6 +71,7 @@ def resume_clock(work: Work, ticket: Ticket, reason: str) -> None:
     event(work, ticket, "sla_resumed", clock="resolution", reason=reason,
            paused_minutes=round(stood.total_seconds() / 60),
            resolution_due=ticket.resolution_due.isoformat() if ticket.resolution_due else None)
+    reschedule_alerts(work.app, work.session, ticket)
 
 
 def recompute_clock(work: Work, ticket: Ticket, reason: str) -> None:
@@ -79,6 +82,7 @@ def recompute_clock(work: Work, ticket: Ticket, reason: str) -> None:
     if (due.first_response, due.resolution) != before:
         event(work, ticket, "sla_recomputed", reason=reason, policy=policy.name,
                first_response_due=due.first_response.isoformat(), resolution_due=due.resolution.isoformat())
+    reschedule_alerts(work.app, work.session, ticket)
 
 
 def store_attachments(work: Work, message: TicketMessage) -> None:

@@ -93,8 +93,15 @@ class Workers:
             return
         # A small first batch: the first customers of a burst are answered without waiting for a full one.
         bounds = [0, *range(FIRST_BATCH, len(ids), PROCESS_BATCH)] if len(ids) > FIRST_BATCH else [0]
+        # The embedded broker's batches are all taken up here, so their order is known from now on.
+        order = self.app.batch_order if self.app.config.broker.embedded else None
         for start, end in zip(bounds, [*bounds[1:], len(ids)], strict=True):
-            if not self._post(self.process_actor, ids[start:end]):
+            batch = ids[start:end]
+            if order is not None:
+                order.expect(min(batch))
+            if not self._post(self.process_actor, batch):
+                if order is not None:
+                    order.forget(min(batch))
                 return
 
     def enqueue_send(self, outbox_ids: Iterable[int]) -> None:

@@ -21,7 +21,7 @@ MAX_ADDRESS = 254  # the longest forward-path RFC 5321 allows, less its angle br
 
 @dataclass(frozen=True)
 class AccountRef:
-    id: int
+    id: int | None  # the imported accounts row; None when the account comes from a live directory
     email: str
     user_id: str
     language: str
@@ -73,7 +73,8 @@ def verify_sender(mail: ParsedMail, find_account: Callable[[str], AccountRef | N
     conflicts = _conflicting_headers(mail, address)
     if conflicts:
         return Verification(MISMATCH, address, account, evidence={"reason": "headers point elsewhere", **conflicts})
-    return Verification(VERIFIED, address, account, evidence={"reason": "From matches the registered address"})
+    return Verification(VERIFIED, address, account, evidence={"reason": "From matches the registered address",
+                                                              "user_id": account.user_id})
 
 
 def _conflicting_headers(mail: ParsedMail, address: str) -> dict[str, str]:

@@ -48,6 +48,11 @@ def _kind(value: Any) -> str:
     return "a boolean" if isinstance(value, bool) else f"{type(value).__name__} {value!r}"
 
 
+def _number(value: Any) -> Any:
+    """A bound as the operator wrote it: 0, not 0.0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _choices(expected: str) -> str:
     """pydantic's `'seen', 'flagged' or 'move'` in our form: `seen, flagged, move`."""
     return expected.replace("'", "").replace(" or ", ", ")
@@ -76,11 +81,11 @@ def _reason(error: dict[str, Any], path: str) -> str:
     if kind in ("dict_type", "model_type", "model_attributes_type", "dataclass_type"):
         return "must be a table"
     if kind in ("greater_than_equal", "greater_than"):
-        return f"must be at least {ctx.get('ge', ctx.get('gt'))}, got {value}"
+        return f"must be at least {_number(ctx.get('ge', ctx.get('gt')))}, got {value}"
     if kind == "less_than_equal":
-        return f"must be at most {ctx['le']}, got {value}"
+        return f"must be at most {_number(ctx['le'])}, got {value}"
     if kind == "less_than":
-        return f"must be below {ctx['lt']}, got {value}"
+        return f"must be below {_number(ctx['lt'])}, got {value}"
     if kind == "literal_error":
         return f"must be one of {_choices(ctx['expected'])}; got {value!r}"
     if kind == "string_too_short":

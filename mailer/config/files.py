@@ -29,7 +29,14 @@ from mailer.config.records import (
     RetentionConfig,
 )
 from mailer.config.routing import DedupConfig, QueueConfig, RuleConfig, SpamConfig, TrustConfig
-from mailer.config.servers import BrokerConfig, DatabaseSection, ListenSection, MailboxConfig, SmtpConfig
+from mailer.config.servers import (
+    AccountsConfig,
+    BrokerConfig,
+    DatabaseSection,
+    ListenSection,
+    MailboxConfig,
+    SmtpConfig,
+)
 from mailer.config.transport import DkimConfig
 
 
@@ -56,6 +63,7 @@ class SupportdFile(Section):
     attachments: AttachmentsSection = Field(default_factory=AttachmentsSection)
     encryption: EncryptionSection = Field(default_factory=EncryptionSection)
     lmtp: ListenSection = Field(default_factory=ListenSection, description="push delivery from an MTA")
+    accounts: AccountsConfig = Field(default_factory=AccountsConfig)
     help: HelpConfig | None = Field(None, description="without it, acknowledgements suggest no articles")
     qa: QaSection = Field(default_factory=QaSection)
     http: ListenSection = Field(default_factory=ListenSection, description="/metrics, /healthz and /readyz")
@@ -145,6 +153,7 @@ class Config:
     encryption_keys_env: str | None  # names the variable holding Fernet keys, newest first
     secret_env: str | None  # names the variable holding the ticket-address secret
     lmtp_listen: tuple[str, int] | None  # host and port of the LMTP listener, if any
+    accounts: AccountsConfig
     help: HelpConfig | None
     qa_share: float  # [qa] share: the part of each specialist's closed tickets a week the lead reviews
     http_listen: tuple[str, int] | None  # host and port of /metrics, /healthz, /readyz, if any
@@ -167,7 +176,7 @@ class Config:
             max_message_bytes=file.desk.max_message_bytes, raw_with_secrets=file.desk.raw_with_secrets,
             attachments=file.attachments.limits(), encryption_keys_env=file.encryption.keys_env,
             secret_env=file.desk.secret_env, lmtp_listen=file.lmtp.address, http_listen=file.http.address,
-            help=file.help, qa_share=file.qa.share,
+            accounts=file.accounts, help=file.help, qa_share=file.qa.share,
             dkim=file.dkim, retention=file.retention)
 
 

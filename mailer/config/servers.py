@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from mailer.config.base import HostPort, Section, Text, split_host_port
+from mailer.config.base import HostPort, Section, Text, require, split_host_port
 from mailer.config.errors import KeyProblem
 from mailer.config.transport import Endpoint, TransportKeys, parse_endpoint
 
@@ -129,3 +129,31 @@ class ListenSection(Section):
     @property
     def address(self) -> tuple[str, int] | None:
         return split_host_port(self.listen)
+
+
+class AccountsConfig(Section):
+    """`[accounts]`: where verification looks accounts up: the imported table, or a live query (mailer.directory)."""
+
+    source: Literal["table", "sql"] = Field("table", description="table | sql")
+    url: str | None = Field(None, repr=False, description="sql: any SQLAlchemy URL; a read-only user on a replica")
+    query: str | None = Field(None, description="sql: a SELECT with exactly one parameter, :email")
+    cache_size: int = Field(100_000, ge=0, description="sql: answers kept in memory")
+    cache_seconds: float = Field(300.0, ge=0, description="sql: how long a found account is trusted")
+    negative_cache_seconds: float = Field(30.0, ge=0, description='sql: how long "no such account" is trusted')
+    timeout: float = Field(2.0, ge=0.1, description="sql: seconds to connect and per query")
+
+    @model_validator(mode="after")
+    def _sql_needs_a_url_and_a_query(self) -> Self:
+        if self.source == "table":
+            for name in ("url", "query"):
+                if getattr(self, name) is not None:
+                    raise KeyProblem(name, 'is used only with source = "sql"')
+            return self
+        from mailer.directory import check_query, check_url
+
+        require(self.url, "url")
+        require(self.query, "query")
+        for name, problem in (("url", check_url(self.url or "")), ("query", check_query(self.query or ""))):
+            if problem:
+                raise KeyProblem(name, problem)
+        return self
