@@ -33,10 +33,11 @@ def main() -> int:
     arrivals = [start + timedelta(seconds=rng.randint(0, 365 * 24 * 3600)) for _ in range(args.tickets)]
     week = ("mon", "tue", "wed", "thu", "fri")
     calendars = {
-        "Singapore, Mon–Fri 09–18, SG holidays": CalendarConfig("Asia/Singapore", {d: ((clock(9), clock(18)),)
-                                                                                    for d in week}, country="SG"),
+        "Singapore, Mon–Fri 09–18, SG holidays": CalendarConfig(
+            time_zone="Asia/Singapore", hours={d: ((clock(9), clock(18)),) for d in week}, country="SG"),
         "London, split shifts, GB holidays, DST": CalendarConfig(
-            "Europe/London", {d: ((clock(9), clock(12)), (clock(13), clock(18))) for d in week}, country="GB"),
+            time_zone="Europe/London", hours={d: ((clock(9), clock(12)), (clock(13), clock(18))) for d in week},
+            country="GB"),
     }
     policy = SlaConfig(first_response="2 business days", resolution="5 business days")
     for name, config in calendars.items():

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from mailer import cli_ops, logs, safety
+from mailer.cli_config import register as register_config_commands
 from mailer.cli_retention import register as register_retention_commands
 from mailer.cli_spam import register as register_spam_commands
 from mailer.config import Config, ConfigError, load_config
@@ -495,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     resend.add_argument("--all", action="store_true")
     register_spam_commands(sub, command, _app)
     register_retention_commands(sub, command, _app)
+    register_config_commands(sub, command)
     return parser
 
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 if TYPE_CHECKING:
-    from mailer.config_transport import DkimConfig
+    from mailer.config import DkimConfig
 
 SIGNED_HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "MIME-Version",
                   "Content-Type", "Auto-Submitted", "Reply-To")

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from mailer.config_transport import OAuthConfig
+from mailer.config import OAuthConfig
 from mailer.tls import LinkError, client_context
 
 HTTP_TIMEOUT = 30.0
