@@ -23,7 +23,7 @@ import tomli_w
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mailer import migrate
+from mailer.ledger import migrate
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -37,11 +37,11 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mailer import migrate
-from mailer.accounts import import_accounts
-from mailer.db import Database, Outbox, RawMessage, Ticket
-from mailer.embedded import SmtpSink
-from mailer.samples import bulk_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import bulk_mail
+from mailer.ledger import migrate
+from mailer.ledger.accounts import import_accounts
+from mailer.ledger.db import Database, Outbox, RawMessage, Ticket
 from tests.servers import Dovecot, Mailbox, Pymap, dovecot_available
 
 FLOOR_BATCH = 200

@@ -29,11 +29,11 @@ import tomli_w
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ingest import _database, percentile
-from mailer import migrate
-from mailer.accounts import import_accounts
-from mailer.db import Database
-from mailer.embedded import SinkHandler, SmtpSink
-from mailer.samples import bulk_mail
+from mailer.demo.embedded import SinkHandler, SmtpSink
+from mailer.demo.samples import bulk_mail
+from mailer.ledger import migrate
+from mailer.ledger.accounts import import_accounts
+from mailer.ledger.db import Database
 from tests.servers import Dovecot, Pymap, dovecot_available
 
 STARTUP = 4.0  # seconds the daemon gets to start and to go into IDLE before the first mail

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mailer.samples import bulk_mail
+from mailer.demo.samples import bulk_mail
 from parsing.message import parse
 from parsing.secrets import redact
 

@@ -27,11 +27,11 @@ from sqlalchemy import insert, select, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mailer import migrate
 from mailer.app import App
 from mailer.config import config_from_dict
-from mailer.db import Ticket, utcnow
-from mailer.escalate import escalate
+from mailer.ledger import migrate
+from mailer.ledger.db import Ticket, utcnow
+from mailer.stages.escalate import escalate
 from sla.clock import due_dates
 from sla.escalation import alerts, next_alert
 
@@ -120,7 +120,7 @@ def main() -> int:
     parser.add_argument("--due", type=int, default=100)
     parser.add_argument("--database", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"])
     args = parser.parse_args()
-    logging.getLogger("mailer.escalate").setLevel(logging.ERROR)  # the bench's queues have no lead to tell
+    logging.getLogger("mailer.stages.escalate").setLevel(logging.ERROR)  # the bench's queues have no lead to tell
     workdir = Path(tempfile.mkdtemp(prefix="supportd-bench-sla-"))
     for kind in args.database:
         url, name = database(kind, workdir)

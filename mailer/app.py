@@ -8,17 +8,17 @@ import secrets
 from dataclasses import dataclass
 from functools import cached_property
 
-from mailer.compose import Sender
 from mailer.config import Config, SlaPolicy
-from mailer.crypto import Sealer
-from mailer.db import Database, Ticket
-from mailer.directory import Directory, build_directory
-from mailer.dkim import DkimSigner
-from mailer.links import Links
-from mailer.prepare import BatchOrder, PreparePool
-from mailer.sentlog import SentLog
-from mailer.smtp import SmtpClient
-from mailer.store import ContentStore
+from mailer.ledger.crypto import Sealer
+from mailer.ledger.db import Database, Ticket
+from mailer.ledger.directory import Directory, build_directory
+from mailer.ledger.store import ContentStore
+from mailer.stages.compose import Sender
+from mailer.stages.prepare import BatchOrder, PreparePool
+from mailer.transport.dkim import DkimSigner
+from mailer.transport.links import Links
+from mailer.transport.sentlog import SentLog
+from mailer.transport.smtp import SmtpClient
 from routing.help import HelpIndex
 from routing.rules import Router
 from sla.calendar import BusinessCalendar

@@ -5,7 +5,8 @@
 
 Each stage takes the `Work` and returns True to go on or False when the mail is fully handled. The
 decisions live in parsing/ and routing/; this module strings them together and writes the ledger. The
-specialists' two stages are in mailer/gateway.py, the state and helpers all stages share in mailer/work.py.
+specialists' two stages are in mailer/stages/gateway.py, the state and helpers all stages share in
+mailer/stages/work.py.
 A stage that raises sends the mail to quarantine with the stage's name; database trouble is transient
 and re-raised so the broker retries. Nothing here sends mail: replies become outbox rows that the
 caller hands to the sender actor after the commit. Mails are processed in batches, one transaction
@@ -25,17 +26,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, defer
 
-from mailer import metrics
 from mailer.app import App
-from mailer.db import Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
-from mailer.escalate import reschedule_alerts
-from mailer.feedback import record_rating
-from mailer.gateway import forward_to_specialists, handle_specialist_reply
-from mailer.prepare import Prepared, prepare, redact_mail
-from mailer.spam import hold_spam
-from mailer.suggest import suggest_articles
-from mailer.transient import is_transient
-from mailer.work import (
+from mailer.ledger.db import Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.runtime import metrics
+from mailer.runtime.transient import is_transient
+from mailer.stages.escalate import reschedule_alerts
+from mailer.stages.feedback import record_rating
+from mailer.stages.gateway import forward_to_specialists, handle_specialist_reply
+from mailer.stages.prepare import Prepared, prepare, redact_mail
+from mailer.stages.spam import hold_spam
+from mailer.stages.suggest import suggest_articles
+from mailer.stages.work import (
     Stage,
     Work,
     common_context,
@@ -64,7 +65,7 @@ log = logging.getLogger(__name__)
 def parse_mail(work: Work) -> bool:
     if work.raw.size > work.app.config.max_message_bytes:
         raise ValueError(f"message of {work.raw.size} bytes exceeds max_message_bytes")
-    # Prepared ahead (mailer/prepare.py): already redacted, which the next stage then only records.
+    # Prepared ahead (mailer/stages/prepare.py): already redacted, which the next stage then only records.
     work.mail = work.prepared.mail if work.prepared else parse(work.app.sealer.open(work.raw.raw))
     return True
 

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
-from mailer.db import RawMessage, Ticket, TicketMessage
+from mailer.ledger.db import RawMessage, Ticket, TicketMessage
 from parsing.message import ParsedMail
 from parsing.normalize import jaccard, normalized_content, shingles
 
@@ -81,7 +81,7 @@ def find_thread(session: Session, mail: ParsedMail, customer: str | None) -> Thr
     if referenced:
         hit = session.scalars(
             select(TicketMessage).where(TicketMessage.message_id.in_(referenced[-50:])).limit(1)).first()
-        # An anonymised ticket (mailer.retention) has no customer left to continue with: a new one opens.
+        # An anonymised ticket (mailer.ledger.retention) has no customer left to continue with: a new one opens.
         if hit is not None and hit.ticket.purged_at is None:
             return ThreadMatch(hit.ticket, f"replies to {hit.message_id}")
     if customer:

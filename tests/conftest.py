@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import tomli_w
 
-from mailer import migrate
-from mailer.accounts import import_accounts
 from mailer.app import App
 from mailer.config import Config, load_config
-from mailer.db import Database
-from mailer.embedded import SmtpSink
-from mailer.samples import ACCOUNTS_CSV
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import ACCOUNTS_CSV
+from mailer.ledger import migrate
+from mailer.ledger.accounts import import_accounts
+from mailer.ledger.db import Database
 from tests.servers import Dovecot, Mailbox, Pymap, dovecot_available
 
 PG_HOST = os.environ.get("SUPPORTD_TEST_PG", "127.0.0.1:5432")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from mailer.samples import encoded_word, text_mail
+from mailer.demo.samples import encoded_word, text_mail
 
 CUSTOMERS = 14
 

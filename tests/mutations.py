@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from mailer.samples import demo_mails
+from mailer.demo.samples import demo_mails
 
 CORPUS = Path(__file__).parent / "corpus" / "real"
 INJECTED = b"evil.example"

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from mailer.db import Database, Outbox, RawMessage, TicketMessage
-from mailer.embedded import Delivered, free_port
+from mailer.demo.embedded import Delivered, free_port
+from mailer.ledger.db import Database, Outbox, RawMessage, TicketMessage
 from tests.servers import Dovecot
 
 SUPPORTD = str(Path(sys.executable).parent / "supportd")

@@ -24,7 +24,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult
 
-from mailer.embedded import SinkHandler, free_port
+from mailer.demo.embedded import SinkHandler, free_port
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from imapclient import IMAPClient
 
-from mailer.embedded import EmbeddedImap, free_port
+from mailer.demo.embedded import EmbeddedImap, free_port
 
 DOVECOT_CONF = """\
 base_dir = {dir}/run

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mailer import migrate
-from mailer.accounts import ImportError_, import_accounts
 from mailer.cli import main
-from mailer.db import Account, Database
+from mailer.ledger import migrate
+from mailer.ledger.accounts import ImportError_, import_accounts
+from mailer.ledger.db import Account, Database
 
 HEADER = "email,user_id,language,display_name,anti_phishing_code\n"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mailer.db import Attachment, Database, Ticket
-from mailer.embedded import SmtpSink
-from mailer.samples import mail_with_attachment, tiny_png
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import mail_with_attachment, tiny_png
+from mailer.ledger.db import Attachment, Database, Ticket
 from parsing.attachments import Limits, judge, sniff
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox

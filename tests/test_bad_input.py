@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from mailer.cli import main
-from mailer.db import Attachment, Database, RawMessage, TicketEvent
-from mailer.embedded import SmtpSink
-from mailer.samples import mail_with_attachment, text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import mail_with_attachment, text_mail
+from mailer.ledger.db import Attachment, Database, RawMessage, TicketEvent
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox
 from tests.test_pipeline import run_once, tickets

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from mailer.prepare import BatchOrder
+from mailer.stages.prepare import BatchOrder
 
 
 def _write(order: BatchOrder, key: int, written: list[int], started: threading.Event | None = None) -> None:

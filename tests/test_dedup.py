@@ -9,10 +9,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mailer.accounts import import_accounts
 from mailer.app import App
-from mailer.db import Outbox, RawMessage, Ticket
-from mailer.embedded import SmtpSink
+from mailer.demo.embedded import SmtpSink
+from mailer.ledger.accounts import import_accounts
+from mailer.ledger.db import Outbox, RawMessage, Ticket
 from sla.calendar import parse_duration
 from tests import dedup_corpus
 from tests.conftest import ConfigFactory, prepared_app

@@ -14,10 +14,10 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
 from mailer.config import AccountsConfig, ConfigError, config_from_dict
-from mailer.db import RawMessage, Ticket
-from mailer.directory import DirectoryUnavailable, SqlDirectory, TtlCache
-from mailer.embedded import SmtpSink
-from mailer.samples import text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import text_mail
+from mailer.ledger.db import RawMessage, Ticket
+from mailer.ledger.directory import DirectoryUnavailable, SqlDirectory, TtlCache
 from tests.conftest import PG_HOST, ConfigFactory, open_db, prepared_app, reachable, service_missing
 from tests.servers import Mailbox
 from tests.test_pipeline import run_once

@@ -22,9 +22,9 @@ from sqlalchemy import select
 
 from mailer.app import App
 from mailer.config import ConfigError, config_from_dict, default_routing, load_config
-from mailer.db import Outbox, Ticket
-from mailer.escalate import escalate
-from mailer.samples import BTC_TXID, text_mail
+from mailer.demo.samples import BTC_TXID, text_mail
+from mailer.ledger.db import Outbox, Ticket
+from mailer.stages.escalate import escalate
 from tests.conftest import prepared_app
 from tests.servers import Dovecot, Mailbox, Pymap
 from tests.test_pipeline import run_once

@@ -9,9 +9,9 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from mailer.cli import main
-from mailer.db import Database, RawMessage, TicketMessage
-from mailer.embedded import SmtpSink
-from mailer.samples import mail_with_attachment, tiny_png
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import mail_with_attachment, tiny_png
+from mailer.ledger.db import Database, RawMessage, TicketMessage
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox
 from tests.test_pipeline import run_once

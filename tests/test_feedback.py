@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from mailer.cli import main
 from mailer.config import default_routing, load_config
-from mailer.db import Database, Rating, RawMessage, Review
-from mailer.samples import BTC_TXID, text_mail
+from mailer.demo.samples import BTC_TXID, text_mail
+from mailer.ledger.db import Database, Rating, RawMessage, Review
 from routing.feedback import find_rating_address, parse_score, rating_address, sampled
 from tests.conftest import prepared_app
 from tests.servers import Dovecot, Mailbox, Pymap

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mailer.db import Database, Outbox, Ticket, TicketEvent
-from mailer.embedded import SmtpSink
-from mailer.samples import encoded_word, text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import encoded_word, text_mail
+from mailer.ledger.db import Database, Outbox, Ticket, TicketEvent
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox
 from tests.test_pipeline import run_once

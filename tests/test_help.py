@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 import routing
 from mailer.config import ConfigError, config_from_dict
-from mailer.db import TicketEvent
-from mailer.embedded import SmtpSink
-from mailer.samples import BTC_TXID, text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import BTC_TXID, text_mail
+from mailer.ledger.db import TicketEvent
 from routing.help import ANALYZERS, HelpIndex, load_articles
 from tests.conftest import ConfigFactory, open_db, prepared_app
 from tests.help_corpus import MAILS
@@ -167,9 +167,9 @@ ivan@example.ru,30000003,ru-RU,Иван
 def test_articles_in_the_customers_language(make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink,
                                             tmp_path: Path) -> None:
     """Traditional Chinese, Japanese and Russian customers each get the article that fits, in their language."""
-    from mailer import migrate
-    from mailer.accounts import import_accounts
     from mailer.app import App
+    from mailer.ledger import migrate
+    from mailer.ledger.accounts import import_accounts
 
     path, config = make_config(help={"articles": str(SHIPPED)})
     migrate.upgrade(config.database_url)

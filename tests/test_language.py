@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer.samples import text_mail
+from mailer.demo.samples import text_mail
 from parsing.language import SHIPPED, choose_language, detect_language, fallback_chain, normalize_tag
 from parsing.message import parse
 from sla.calendar import parse_duration

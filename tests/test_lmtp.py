@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from mailer.app import App
 from mailer.config import load_config
-from mailer.daemon import Daemon
-from mailer.db import RawMessage, Ticket
-from mailer.embedded import SmtpSink, free_port
-from mailer.samples import text_mail
+from mailer.demo.embedded import SmtpSink, free_port
+from mailer.demo.samples import text_mail
+from mailer.ledger.db import RawMessage, Ticket
+from mailer.runtime.daemon import Daemon
 from tests.conftest import ConfigFactory, prepared_app
 
 
@@ -61,7 +61,7 @@ def test_lmtp_delivery_becomes_a_ticket_and_an_ack(make_config: ConfigFactory, s
 
 def test_lmtp_answers_each_recipient(make_config: ConfigFactory, tmp_path: Path) -> None:
     """LMTP wants one reply per recipient; a raw protocol check without a full daemon."""
-    from mailer.lmtp import start_listener
+    from mailer.transport.lmtp import start_listener
 
     port = free_port()
     _, config = make_config(mailboxes=[], lmtp={"listen": f"127.0.0.1:{port}"})

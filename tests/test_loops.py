@@ -16,9 +16,9 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from mailer.config import load_config
-from mailer.db import Database, Outbox, RawMessage, Ticket, TicketEvent
-from mailer.embedded import SmtpSink, free_port
-from mailer.samples import text_mail
+from mailer.demo.embedded import SmtpSink, free_port
+from mailer.demo.samples import text_mail
+from mailer.ledger.db import Database, Outbox, RawMessage, Ticket, TicketEvent
 from tests.conftest import prepared_app
 from tests.servers import Dovecot, Mailbox, Pymap
 from tests.test_pipeline import run_once

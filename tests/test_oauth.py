@@ -19,12 +19,12 @@ import pytest
 import tomli_w
 
 from mailer.config import ConfigError, config_from_dict
-from mailer.daemon import Daemon
-from mailer.intake import MailboxIntake, connect
-from mailer.links import Links
-from mailer.samples import text_mail
-from mailer.smtp import SendError, SmtpClient
-from mailer.tls import LinkError
+from mailer.demo.samples import text_mail
+from mailer.runtime.daemon import Daemon
+from mailer.transport.intake import MailboxIntake, connect
+from mailer.transport.links import Links
+from mailer.transport.smtp import SendError, SmtpClient
+from mailer.transport.tls import LinkError
 from tests.conftest import prepared_app, service_missing
 from tests.secure_servers import Grant, IdentityProvider, LocalCA, OAuthSink, smtp_server
 from tests.servers import Dovecot, dovecot_available

@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import update
 
 from mailer.cli import main
-from mailer.db import Database, RawMessage
-from mailer.embedded import SmtpSink
-from mailer.progress import Progress, progress
-from mailer.samples import demo_mails, text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import demo_mails, text_mail
+from mailer.ledger.db import Database, RawMessage
+from mailer.runtime.progress import Progress, progress
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox
 from tests.test_pipeline import run_once, tickets

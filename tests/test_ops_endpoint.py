@@ -23,10 +23,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailer.cli import main
-from mailer.daemon import Daemon
-from mailer.embedded import SmtpSink, free_port
-from mailer.health import HEALTH
-from mailer.samples import demo_mails
+from mailer.demo.embedded import SmtpSink, free_port
+from mailer.demo.samples import demo_mails
+from mailer.runtime.daemon import Daemon
+from mailer.runtime.health import HEALTH
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Dovecot, Mailbox, dovecot_available
 from tests.test_pipeline import run_once
@@ -240,10 +240,10 @@ class CuttableProxy:
 
 
 def test_a_connection_dropped_during_idle_is_seen_at_once(mailbox: Mailbox, tmp_path: Path) -> None:
-    from mailer import migrate
     from mailer.config import config_from_dict
-    from mailer.db import Database
-    from mailer.intake import MailboxIntake
+    from mailer.ledger import migrate
+    from mailer.ledger.db import Database
+    from mailer.transport.intake import MailboxIntake
 
     proxy = CuttableProxy((mailbox.host, mailbox.port))
     url = f"imap://{mailbox.user}:{mailbox.password}@127.0.0.1:{proxy.port}/INBOX"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mailer.db import Database, Outbox
-from mailer.embedded import SmtpSink, free_port
-from mailer.samples import text_mail
+from mailer.demo.embedded import SmtpSink, free_port
+from mailer.demo.samples import text_mail
+from mailer.ledger.db import Database, Outbox
 from tests.conftest import ConfigFactory, prepared_app
 from tests.outages import (
     PrivatePostgres,

@@ -7,9 +7,9 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from mailer.db import Database, Outbox, TicketEvent
-from mailer.embedded import SmtpSink, free_port
-from mailer.samples import text_mail
+from mailer.demo.embedded import SmtpSink, free_port
+from mailer.demo.samples import text_mail
+from mailer.ledger.db import Database, Outbox, TicketEvent
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox
 from tests.test_pipeline import run_once

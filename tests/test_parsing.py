@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.samples import BTC_TXID, EVM_TXID, encoded_word, mail_with_attachment, text_mail, tiny_png
+from mailer.demo.samples import BTC_TXID, EVM_TXID, encoded_word, mail_with_attachment, text_mail, tiny_png
 from parsing.charset import decode_header_value
 from parsing.identifiers import extract_identifiers
 from parsing.message import UnreadableMail, parse

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from mailer.cli import main
-from mailer.embedded import SmtpSink
-from mailer.samples import demo_mails, text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import demo_mails, text_mail
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox
 
@@ -172,7 +172,7 @@ def test_uidvalidity_change_rereads_the_folder_and_changes_nothing(
     from sqlalchemy import update
 
     from mailer.config import load_config
-    from mailer.db import Checkpoint, Database, RawMessage
+    from mailer.ledger.db import Checkpoint, Database, RawMessage
 
     path, rows = demo_run
     db = Database(load_config(path).database_url)

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mailer import migrate
-from mailer.accounts import import_accounts
 from mailer.app import App
 from mailer.cli import main
 from mailer.config import default_routing
-from mailer.db import Account
-from mailer.embedded import SmtpSink
-from mailer.samples import text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import text_mail
+from mailer.ledger import migrate
+from mailer.ledger.accounts import import_accounts
+from mailer.ledger.db import Account
 from tests.conftest import ConfigFactory
 from tests.lang_corpus import TRON
 from tests.servers import Mailbox
@@ -125,7 +125,7 @@ def test_mails_in_other_languages_reach_their_queues(
 
 
 def test_an_unknown_account_language_is_refused_with_its_line(tmp_path: Path, sqlite_url: str) -> None:
-    from mailer.db import Database
+    from mailer.ledger.db import Database
 
     migrate.upgrade(sqlite_url)
     path = tmp_path / "accounts.csv"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mailer.embedded import SmtpSink
-from mailer.samples import demo_mails
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import demo_mails
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox
 from tests.test_pipeline import run_once, tickets

@@ -12,8 +12,8 @@ import tomli_w
 from imapclient.exceptions import IMAPClientError
 
 from mailer.config import config_from_dict, load_config
-from mailer.providers import THROTTLE_FLOOR, throttle_delay
-from mailer.samples import text_mail
+from mailer.demo.samples import text_mail
+from mailer.transport.providers import THROTTLE_FLOOR, throttle_delay
 from tests.conftest import prepared_app, service_missing
 from tests.servers import Dovecot, dovecot_available
 from tests.test_dkim import make_key

@@ -18,12 +18,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailer.accounts import import_accounts
 from mailer.cli import main
 from mailer.config import Config
-from mailer.db import Database, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage
-from mailer.embedded import SmtpSink
-from mailer.samples import text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import text_mail
+from mailer.ledger.accounts import import_accounts
+from mailer.ledger.db import Database, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox
 from tests.test_pipeline import run_once

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mailer.db import Database, Ticket, TicketMessage
-from mailer.embedded import SmtpSink
-from mailer.samples import text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import text_mail
+from mailer.ledger.db import Database, Ticket, TicketMessage
 from templates import BUILTIN_DIR
 from tests.conftest import ConfigFactory, prepared_app
 from tests.outages import SupportdProcess, wait_until

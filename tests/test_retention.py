@@ -20,11 +20,11 @@ from sqlalchemy import select, update
 
 from mailer.cli import main
 from mailer.config import RETENTION_MINIMUM_DAYS, ConfigError, RetentionConfig, config_from_dict
-from mailer.crypto import Sealer
-from mailer.db import Attachment, Database, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
-from mailer.embedded import SmtpSink
-from mailer.samples import as_delivered, mail_with_attachment, text_mail, tiny_png
-from mailer.store import ContentStore
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import as_delivered, mail_with_attachment, text_mail, tiny_png
+from mailer.ledger.crypto import Sealer
+from mailer.ledger.db import Attachment, Database, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.ledger.store import ContentStore
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox
 from tests.test_pipeline import run_once

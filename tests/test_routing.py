@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mailer.config import load_config
-from mailer.samples import encoded_word, text_mail
+from mailer.demo.samples import encoded_word, text_mail
 from parsing.message import parse
 from routing.autoreply import automatic_reason
 from routing.rules import Router

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from mailer.config import RuleConfig, config_from_dict
-from mailer.samples import text_mail
+from mailer.demo.samples import text_mail
 from parsing.language import SHIPPED
 from parsing.message import parse
 from routing.rules import Router

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from mailer.cli import main
-from mailer.db import Database, Ticket
-from mailer.embedded import SmtpSink
-from mailer.samples import text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import text_mail
+from mailer.ledger.db import Database, Ticket
 from routing.authresults import reported_dmarc_failures
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox

@@ -8,9 +8,9 @@ from pathlib import Path
 from mnemonic import Mnemonic
 from sqlalchemy import select
 
-from mailer.db import Database, RawMessage, TicketMessage
-from mailer.embedded import SmtpSink
-from mailer.samples import BTC_TXID, EVM_TXID, bulk_mail, demo_mails, text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import BTC_TXID, EVM_TXID, bulk_mail, demo_mails, text_mail
+from mailer.ledger.db import Database, RawMessage, TicketMessage
 from parsing.message import parse
 from parsing.secrets import redact
 from tests import dedup_corpus

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mailer import migrate, reconcile
 from mailer.app import App
 from mailer.config import Config
-from mailer.db import Outbox, utcnow
-from mailer.embedded import SmtpSink
-from mailer.outbox import deliver_batch
-from mailer.sentlog import SentLog
+from mailer.demo.embedded import SmtpSink
+from mailer.ledger import migrate
+from mailer.ledger.db import Outbox, utcnow
+from mailer.runtime import reconcile
+from mailer.transport.outbox import deliver_batch
+from mailer.transport.sentlog import SentLog
 from tests.conftest import ConfigFactory
 
 

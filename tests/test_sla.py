@@ -13,10 +13,10 @@ from sqlalchemy import select, update
 from mailer.app import App
 from mailer.cli import main
 from mailer.config import default_routing
-from mailer.db import Ticket
-from mailer.embedded import SmtpSink
-from mailer.escalate import escalate
-from mailer.samples import text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import text_mail
+from mailer.ledger.db import Ticket
+from mailer.stages.escalate import escalate
 from routing.specialists import ticket_address
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox

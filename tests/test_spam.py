@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mailer.accounts import import_accounts
 from mailer.cli import main
 from mailer.config import ConfigError, SpamConfig, TrustConfig
-from mailer.db import Database, Outbox, RawMessage, Ticket, TicketEvent
-from mailer.embedded import SmtpSink
-from mailer.samples import mail_with_attachment, text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import mail_with_attachment, text_mail
+from mailer.ledger.accounts import import_accounts
+from mailer.ledger.db import Database, Outbox, RawMessage, Ticket, TicketEvent
 from routing.spam import FORGED, SPAM, judge, score_of
 from routing.verify import UNREGISTERED, VERIFIED
 from tests.conftest import ConfigFactory, prepared_app

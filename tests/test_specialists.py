@@ -16,9 +16,9 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from mailer.config import default_routing, load_config
-from mailer.db import Database, RawMessage, Ticket
-from mailer.embedded import free_port
-from mailer.samples import BTC_TXID, text_mail
+from mailer.demo.embedded import free_port
+from mailer.demo.samples import BTC_TXID, text_mail
+from mailer.ledger.db import Database, RawMessage, Ticket
 from tests.conftest import prepared_app
 from tests.servers import Dovecot, Mailbox, Pymap
 from tests.test_pipeline import run_once

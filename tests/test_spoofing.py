@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mailer.db import Database, Ticket
-from mailer.embedded import SmtpSink
-from mailer.samples import encoded_word, text_mail
+from mailer.demo.embedded import SmtpSink
+from mailer.demo.samples import encoded_word, text_mail
+from mailer.ledger.db import Database, Ticket
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox
 from tests.test_pipeline import run_once
@@ -140,7 +140,7 @@ def test_header_and_html_injection_stay_inert(make_config: ConfigFactory, mailbo
     app = prepared_app(config, tmp_path)
     (tmp_path / "evil.csv").write_text('email,user_id,language,display_name\n'
                                        'eve@example.org,1,en,"<script>alert(1)</script> Eve"\n')
-    from mailer.accounts import import_accounts
+    from mailer.ledger.accounts import import_accounts
 
     import_accounts(app.db, tmp_path / "evil.csv")
     app.close()

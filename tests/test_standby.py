@@ -8,9 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mailer.db import Database, Lease
-from mailer.embedded import SmtpSink
-from mailer.lease import LEASE_TTL
+from mailer.demo.embedded import SmtpSink
+from mailer.ledger.db import Database, Lease
+from mailer.runtime.lease import LEASE_TTL
 from tests.conftest import ConfigFactory, prepared_app
 from tests.outages import SupportdProcess, assert_nothing_lost_or_doubled, finished, replies_settled, wait_until
 from tests.servers import Mailbox

@@ -19,13 +19,13 @@ from sqlalchemy import select
 
 from mailer.cli import main
 from mailer.config import ConfigError, config_from_dict
-from mailer.db import Database, Outbox
-from mailer.embedded import SinkHandler
-from mailer.intake import MailboxIntake, connect
-from mailer.links import Links
-from mailer.samples import text_mail
-from mailer.smtp import SendError, SmtpClient
-from mailer.tls import LinkError
+from mailer.demo.embedded import SinkHandler
+from mailer.demo.samples import text_mail
+from mailer.ledger.db import Database, Outbox
+from mailer.transport.intake import MailboxIntake, connect
+from mailer.transport.links import Links
+from mailer.transport.smtp import SendError, SmtpClient
+from mailer.transport.tls import LinkError
 from tests.conftest import ConfigFactory, prepared_app, service_missing
 from tests.secure_servers import LocalCA, smtp_server
 from tests.servers import Dovecot, Mailbox, dovecot_available

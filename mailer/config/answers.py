@@ -32,7 +32,7 @@ class HelpConfig(Section):
 
 
 class QaSection(Section):
-    """`[qa]`: quality review of closed tickets by the queue's lead (mailer/feedback.py)."""
+    """`[qa]`: quality review of closed tickets by the queue's lead (mailer/stages/feedback.py)."""
 
     share: float = Field(0.0, ge=0, le=1, description="share of each specialist's closed tickets a week the lead "
                                                       "reviews by answering \"#qa <1-5> <comment>\"")

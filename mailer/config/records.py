@@ -69,7 +69,7 @@ class AttachmentsSection(Section):
 
 
 def _fernet_keys(variable: str) -> str:
-    from mailer.crypto import check_keys
+    from mailer.ledger.crypto import check_keys
 
     problem = check_keys(variable)
     if problem:
@@ -85,7 +85,7 @@ class EncryptionSection(Section):
 
 
 class RetentionConfig(Section):
-    """How long each kind of record is kept (None: for ever); `supportd purge` applies it (mailer.retention)."""
+    """How long each kind of record is kept (None: for ever); `supportd purge` applies it (mailer.ledger.retention)."""
 
     raw_mail_days: int | None = Field(None, ge=1, description="fetched bytes of finished mail")
     attachments_days: int | None = Field(None, ge=1, description="files of messages in closed tickets")

@@ -132,7 +132,8 @@ class ListenSection(Section):
 
 
 class AccountsConfig(Section):
-    """`[accounts]`: where verification looks accounts up: the imported table, or a live query (mailer.directory)."""
+    """`[accounts]`: where verification looks accounts up: the imported table, or a live query
+    (mailer.ledger.directory)."""
 
     source: Literal["table", "sql"] = Field("table", description="table | sql")
     url: str | None = Field(None, repr=False, description="sql: any SQLAlchemy URL; a read-only user on a replica")
@@ -149,7 +150,7 @@ class AccountsConfig(Section):
                 if getattr(self, name) is not None:
                     raise KeyProblem(name, 'is used only with source = "sql"')
             return self
-        from mailer.directory import check_query, check_url
+        from mailer.ledger.directory import check_query, check_url
 
         require(self.url, "url")
         require(self.query, "query")

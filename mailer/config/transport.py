@@ -16,8 +16,8 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from mailer.config.base import ExistingFile, Items, Section, SetVariable, Text, require
 from mailer.config.errors import KeyProblem
-from mailer.dkim import key_problem
-from mailer.tls import is_loopback, plaintext_refusal
+from mailer.transport.dkim import key_problem
+from mailer.transport.tls import is_loopback, plaintext_refusal
 
 OAUTH_PROVIDERS = ("google", "microsoft", "command")
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
@@ -59,7 +59,7 @@ def parse_endpoint(url: str, schemes: dict[str, int]) -> Endpoint:
 
 
 class OAuthConfig(Section):
-    """Where access tokens come from (`[mailboxes.oauth]`, `[smtp.oauth]`); see mailer/oauth.py."""
+    """Where access tokens come from (`[mailboxes.oauth]`, `[smtp.oauth]`); see mailer/transport/oauth.py."""
 
     # Keys are declared in the order they are checked, so the first mistake reported is the first to fix.
     provider: Literal["google", "microsoft", "command"] = Field(

@@ -1,0 +1,2 @@
+"""The ledger: the database models and migrations, attachment content, encryption at rest, the
+account directory, and retention."""
