@@ -5,35 +5,27 @@
 
 Each stage takes the `Work` and returns True to go on or False when the mail is fully handled. The
 decisions live in parsing/ and routing/; this module strings them together and writes the ledger. The
-specialists' two stages are in mailer/stages/gateway.py, the state and helpers all stages share in
-mailer/stages/work.py.
-A stage that raises sends the mail to quarantine with the stage's name; database trouble is transient
-and re-raised so the broker retries. Nothing here sends mail: replies become outbox rows that the
-caller hands to the sender actor after the commit. Mails are processed in batches, one transaction
-each (commits are the costly part on every database); a batch in which a mail fails is written again
-with a savepoint per mail, so that the failing one alone goes to quarantine.
+stages kept in modules of their own (the specialists' two, spam, ratings, help articles) and the state
+and helpers all stages share are in mailer/stages/. A stage that raises sends the mail to quarantine with
+the stage's name; database trouble is transient and re-raised so the broker retries. Nothing here sends
+mail: replies become outbox rows that the caller hands to the sender actor after the commit. Running the
+stages over a batch of mails, one transaction each, is mailer/stages/runner.py.
 """
 
 from __future__ import annotations
 
 import logging
-import traceback
-from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.orm import Session, defer
 
-from mailer.app import App
-from mailer.ledger.db import Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.ledger.db import Outbox, Ticket, TicketEvent, TicketMessage, utcnow
 from mailer.runtime import metrics
-from mailer.runtime.transient import is_transient
 from mailer.stages.escalate import reschedule_alerts
 from mailer.stages.feedback import record_rating
 from mailer.stages.gateway import forward_to_specialists, handle_specialist_reply
-from mailer.stages.prepare import Prepared, prepare, redact_mail
+from mailer.stages.prepare import redact_mail
 from mailer.stages.spam import hold_spam
 from mailer.stages.suggest import suggest_articles
 from mailer.stages.work import (
@@ -42,8 +34,6 @@ from mailer.stages.work import (
     common_context,
     event,
     first_from,
-    flush_events,
-    keep_events,
     need,
     queue_automatic,
     resume_clock,
@@ -320,131 +310,6 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("refused", tell_about_refused_attachments),
     ("forward", forward_to_specialists),
 )
-
-
-class StageFailed(Exception):
-    def __init__(self, stage: str, cause: BaseException) -> None:
-        super().__init__(f"{stage}: {type(cause).__name__}: {cause}")
-        self.stage, self.cause = stage, cause
-
-
-@dataclass(frozen=True)
-class Result:
-    raw_id: int
-    outcome: str  # done | duplicate | automatic | bounce | spam | quarantined | skipped
-    ticket_id: int | None = None
-    outbox_ids: tuple[int, ...] = ()
-
-
-def process(app: App, raw_ids: list[int]) -> list[Result]:
-    """Run the stages for stored mails, in one transaction.
-
-    Safe to call again for the same ids: a finished mail is skipped. A mail whose stage fails is
-    quarantined alone; a database fault is re-raised for the broker to retry the whole batch.
-    """
-    with app.batch_order.taken_up(min(raw_ids, default=0)) as wait_for_earlier_batches:
-        prepared = prepare_batch(app, raw_ids)  # the CPU part, before taking the write lock
-        wait_for_earlier_batches()
-        try:
-            results, collided = _write_batch(app, raw_ids, prepared, careful=False)
-        except _Redo:
-            results, collided = _write_batch(app, raw_ids, prepared, careful=True)
-    for raw_id in collided:
-        # Alone and after the other worker's commit, the mail is now seen as a duplicate.
-        results += process(app, [raw_id]) if len(raw_ids) > 1 else [_quarantine_alone(app, raw_id)]
-    return results
-
-
-class _Redo(Exception):
-    """A mail of the batch failed: the batch is written again, carefully."""
-
-
-def _write_batch(app: App, raw_ids: list[int], prepared: dict[int, Prepared], *,
-                 careful: bool) -> tuple[list[Result], list[int]]:
-    """Mails usually all go through, so the batch is first tried without a savepoint per mail; if one fails,
-    the transaction is rolled back and the batch written again with savepoints, the failing mail alone
-    quarantined (or, for a Message-ID another worker recorded meanwhile, retried after)."""
-    results: list[Result] = []
-    collided: list[int] = []
-    finished: list[Work] = []
-    with app.db.session(autoflush=False) as session:
-        # One SELECT for the batch; the bytes are loaded only for a mail that was not prepared.
-        raws = {raw.id: raw for raw in session.scalars(select(RawMessage).where(RawMessage.id.in_(raw_ids))
-                                                       .options(defer(RawMessage.raw)).with_for_update())}
-        for raw_id in raw_ids:
-            try:
-                with session.begin_nested() if careful else nullcontext():
-                    results.append(_run_stages(app, session, raw_id, raws.get(raw_id), prepared.get(raw_id),
-                                               finished))
-            except IntegrityError:
-                if not careful:
-                    raise _Redo from None
-                collided.append(raw_id)  # another worker recorded the same Message-ID meanwhile
-            except StageFailed as failure:
-                if is_transient(failure.cause):
-                    raise failure.cause from None
-                if not careful:
-                    raise _Redo from None
-                _quarantine(session, raw_id, failure.stage, failure.cause)
-                results.append(Result(raw_id, "quarantined"))
-        flush_events(session)
-    for work in finished:  # counted once the batch has committed (a batch written twice counts once)
-        metrics.mail_done(work)
-    return results, collided
-
-
-def prepare_batch(app: App, raw_ids: list[int]) -> dict[int, Prepared]:
-    """Parse and redact the batch's pending mails from a read snapshot, in the pool when there is one."""
-    with app.db.reading() as session:
-        rows = session.execute(select(RawMessage.id, RawMessage.raw).where(
-            RawMessage.id.in_(raw_ids), RawMessage.status == "pending",
-            RawMessage.size <= app.config.max_message_bytes)).all()
-    opened: list[tuple[int, bytes]] = []
-    for raw_id, raw in rows:
-        try:
-            opened.append((raw_id, app.sealer.open(raw)))
-        except Exception:  # the parse stage meets it again and quarantines the mail
-            continue
-    drop = app.config.raw_with_secrets == "drop"
-    raws = [raw for _, raw in opened]
-    done = app.cpu.prepare_many(raws, drop) if app.cpu else [prepare(raw, drop) for raw in raws]
-    return {raw_id: result for (raw_id, _), result in zip(opened, done, strict=True) if result is not None}
-
-
-def _run_stages(app: App, session: Session, raw_id: int, raw: RawMessage | None,
-                prepared: Prepared | None, finished: list[Work]) -> Result:
-    if raw is None or raw.status != "pending":
-        return Result(raw_id, "skipped")
-    work = Work(app, session, raw, prepared=prepared)
-    for name, stage in STAGES:
-        try:
-            if not metrics.timed_stage(name, stage, work):
-                break
-        except Exception as exc:
-            raise StageFailed(name, exc) from exc
-    raw.status, raw.processed_at = work.outcome, utcnow()
-    try:
-        session.flush()
-    except DataError as exc:  # a value the schema refuses: this mail's fault or ours, never the batch's
-        raise StageFailed("record", exc) from exc
-    keep_events(work)
-    finished.append(work)
-    return Result(raw_id, work.outcome, raw.ticket_id, tuple(row.id for row in work.outbox))
-
-
-def _quarantine(session: Session, raw_id: int, stage: str, cause: BaseException) -> None:
-    log.debug("".join(traceback.format_exception(cause)))
-    raw = session.get(RawMessage, raw_id)
-    if raw is not None and raw.status == "pending":
-        metrics.mail_quarantined(raw, stage, cause)
-        raw.status, raw.stage, raw.processed_at = "quarantined", stage, utcnow()
-        raw.error = f"{type(cause).__name__}: {cause}"[:4000]
-
-
-def _quarantine_alone(app: App, raw_id: int) -> Result:
-    with app.db.session() as session:
-        _quarantine(session, raw_id, "record", RuntimeError("unique constraint violated twice"))
-    return Result(raw_id, "quarantined")
 
 
 def _new_ticket(work: Work) -> Ticket:

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from mailer.app import App
 from mailer.config import default_routing, load_config
 from mailer.ledger.db import Outbox, RawMessage
-from mailer.pipeline import process
+from mailer.stages.runner import process
 from mailer.transport.intake import raw_row
 from tests.conftest import prepared_app
 from tests.mutations import INJECTED, mutated_mails, seed_mails

@@ -16,13 +16,13 @@ from pathlib import Path
 from imapclient import IMAPClient
 
 from mailer.app import App
-from mailer.cli import _ticket_json, format_ticket_table
 from mailer.config import config_from_dict
 from mailer.demo.embedded import EmbeddedImap, SmtpSink
 from mailer.demo.samples import ACCOUNTS_CSV, DEMO_MTA, as_delivered, demo_mails, showcase_mails
 from mailer.ledger import migrate
 from mailer.ledger.accounts import import_accounts
 from mailer.ledger.db import Ticket, TicketMessage
+from mailer.ledger.listing import format_ticket_table, ticket_json
 from mailer.runtime.daemon import Daemon
 
 
@@ -79,7 +79,7 @@ def _print_results(app: App, smtp: SmtpSink) -> None:
     with app.db.reading() as session:
         counts = dict(session.execute(select(TicketMessage.ticket_id, func.count()).where(
             TicketMessage.direction == "in").group_by(TicketMessage.ticket_id)).all())
-        rows = [_ticket_json(t, counts.get(t.id, 0)) for t in session.scalars(select(Ticket).order_by(Ticket.id))]
+        rows = [ticket_json(t, counts.get(t.id, 0)) for t in session.scalars(select(Ticket).order_by(Ticket.id))]
     app.close()
     print("\nTickets:")
     print(format_ticket_table(rows, app.calendar.zone))

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from mailer import pipeline
 from mailer.app import App
 from mailer.config import BrokerConfig
 from mailer.ledger.db import utcnow
+from mailer.stages import runner
 from mailer.stages.escalate import escalate
 from mailer.transport.outbox import deliver_batch
 from parsing.language import load_models
@@ -68,7 +68,7 @@ class Workers:
                                         queue_name=PROCESS_QUEUE, max_retries=0)
 
     def _process(self, raw_ids: list[int]) -> None:
-        results = pipeline.process(self.app, raw_ids)
+        results = runner.process(self.app, raw_ids)
         self.enqueue_send(outbox_id for result in results for outbox_id in result.outbox_ids)
         self.progress.set()
 
