@@ -1,7 +1,7 @@
 """`supportd` — the command line. Every user mistake ends in one line on stderr and exit code 2.
 
-The parser is here; the commands are in one module per group (serve, setup, tickets, ops, repair, reports,
-spam, retention, demo, config where present), and what they share in common.py.
+The parser is here; the commands are in one module per group (serve, setup, config, tickets, ops, repair,
+reports, spam, retention, demo), and what they share in common.py.
 """
 
 from __future__ import annotations
