@@ -13,13 +13,14 @@ specialist and the week, so nobody can tell in advance which of their tickets wi
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
+
+from routing.tokens import plus_address, sign
 
 TOKEN_LENGTH = 12
 RATINGS = (5, 4, 3, 2, 1)
@@ -30,13 +31,11 @@ _QA = re.compile(r"^(?P<score>[1-5])(?:\s+(?P<comment>.*))?$", re.DOTALL)
 
 
 def rating_token(secret: bytes, ticket_id: int, rating: int, nonce: str) -> str:
-    digest = hmac.new(secret, f"csat:{ticket_id}:{rating}:{nonce}".encode(), hashlib.sha256).digest()
-    return base64.b32encode(digest).decode("ascii").lower()[:TOKEN_LENGTH]
+    return sign(secret, f"csat:{ticket_id}:{rating}:{nonce}", TOKEN_LENGTH)
 
 
 def rating_address(support_address: str, secret: bytes, ticket_id: int, rating: int, nonce: str) -> str:
-    local, _, domain = support_address.partition("@")
-    return f"{local}+csat.{ticket_id}.{rating}.{rating_token(secret, ticket_id, rating, nonce)}@{domain}"
+    return plus_address(support_address, f"csat.{ticket_id}.{rating}.{rating_token(secret, ticket_id, rating, nonce)}")
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,13 @@ on their own lines at the top of a reply and never reach the customer:
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
 
 from mailer.config import PRIORITIES
 from routing.feedback import parse_score
+from routing.tokens import plus_address, sign
 
 TOKEN_LENGTH = 10
 _ADDRESS = re.compile(
@@ -33,13 +32,11 @@ COMMANDS = ("note", "close", "pending", "assign", "priority", "merge", "qa")
 
 
 def token_for(ticket_id: int, secret: bytes) -> str:
-    digest = hmac.new(secret, f"ticket:{ticket_id}".encode(), hashlib.sha256).digest()
-    return base64.b32encode(digest).decode("ascii").lower()[:TOKEN_LENGTH]
+    return sign(secret, f"ticket:{ticket_id}", TOKEN_LENGTH)
 
 
 def ticket_address(support_address: str, ticket_id: int, secret: bytes) -> str:
-    local, _, domain = support_address.partition("@")
-    return f"{local}+{ticket_id}.{token_for(ticket_id, secret)}@{domain}"
+    return plus_address(support_address, f"{ticket_id}.{token_for(ticket_id, secret)}")
 
 
 @dataclass(frozen=True)

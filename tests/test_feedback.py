@@ -9,44 +9,24 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-import tomli_w
 from sqlalchemy import select
 
 from mailer.cli import main
-from mailer.config import default_routing, load_config
+from mailer.config import load_config
 from mailer.demo.samples import BTC_TXID, text_mail
 from mailer.ledger.db import Database, Rating, RawMessage, Review
 from routing.feedback import find_rating_address, parse_score, rating_address, sampled
-from tests.conftest import prepared_app
 from tests.servers import Dovecot, Mailbox, Pymap
 from tests.test_pipeline import run_once
-from tests.test_specialists import PEOPLE, Relay, answer, inbox, tickets
+from tests.test_specialists import Relay, answer, inbox, running_desk, tickets
 
 Desk = tuple[Path, Relay, dict[str, Mailbox]]
 
 
 @pytest.fixture
 def desk(tmp_path: Path, imap_backend: Dovecot | Pymap) -> Iterator[Desk]:
-    boxes = {name: imap_backend.new_mailbox() for name in PEOPLE}
-    relay = Relay(boxes)
-    relay.controller.start()
-    queues = default_routing()["queues"]
-    queues["deposits"] = {**queues["deposits"], "specialists": ["dana@desk.example", "lee@desk.example"],
-                          "lead": "lead@desk.example"}
-    path = tmp_path / "supportd.toml"
-    path.write_text(tomli_w.dumps({
-        "mailboxes": [{"name": "support", "url": boxes["desk"].url()}],
-        "smtp": {"url": f"smtp://127.0.0.1:{relay.controller.port}", "from_address": "support@desk.example",
-                 "retry_base": 0.05},
-        "database": {"url": f"sqlite:///{tmp_path / 'supportd.db'}"},
-        "desk": {"once_timeout": 30}, "paths": {"storage": str(tmp_path / "data")}, "queues": queues,
-        "qa": {"share": 1.0},
-    }))
-    prepared_app(load_config(path), tmp_path).close()
-    yield path, relay, boxes
-    relay.controller.stop()
-    for box in boxes.values():
-        box.close()
+    with running_desk(tmp_path, imap_backend, qa={"share": 1.0}) as running:
+        yield running
 
 
 def click(href: str, sender: str = "omar@example.com", words: str = "", to: str | None = None) -> EmailMessage:

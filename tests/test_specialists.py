@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -46,9 +47,10 @@ class Relay:
             smtp.send_message(message)
 
 
-@pytest.fixture(params=[False])
-def desk(request: pytest.FixtureRequest, tmp_path: Path,
-         imap_backend: Dovecot | Pymap) -> Iterator[tuple[Path, Relay, dict[str, Mailbox]]]:
+@contextmanager
+def running_desk(tmp_path: Path, imap_backend: Dovecot | Pymap,
+                 **sections: object) -> Iterator[tuple[Path, Relay, dict[str, Mailbox]]]:
+    """A desk with its people's mailboxes behind a relay; `sections` are added to its config."""
     boxes = {name: imap_backend.new_mailbox() for name in PEOPLE}
     relay = Relay(boxes)
     relay.controller.start()
@@ -62,13 +64,23 @@ def desk(request: pytest.FixtureRequest, tmp_path: Path,
                  "retry_base": 0.05},
         "database": {"url": f"sqlite:///{tmp_path / 'supportd.db'}"},
         "desk": {"once_timeout": 30}, "paths": {"storage": str(tmp_path / "data")}, "queues": queues,
-        **({"trust": {"authserv_id": "mx.desk.example"}} if request.param else {}),
+        **sections,
     }))
     prepared_app(load_config(path), tmp_path).close()
-    yield path, relay, boxes
-    relay.controller.stop()
-    for box in boxes.values():
-        box.close()
+    try:
+        yield path, relay, boxes
+    finally:
+        relay.controller.stop()
+        for box in boxes.values():
+            box.close()
+
+
+@pytest.fixture(params=[False])
+def desk(request: pytest.FixtureRequest, tmp_path: Path,
+         imap_backend: Dovecot | Pymap) -> Iterator[tuple[Path, Relay, dict[str, Mailbox]]]:
+    trust = {"trust": {"authserv_id": "mx.desk.example"}} if request.param else {}
+    with running_desk(tmp_path, imap_backend, **trust) as running:
+        yield running
 
 
 def inbox(box: Mailbox) -> list[EmailMessage]:
