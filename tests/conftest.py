@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,19 +70,28 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'supportd.db'}"
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A new, empty database on the test PostgreSQL server, dropped afterwards."""
     if not reachable(PG_HOST):
         service_missing(f"PostgreSQL at {PG_HOST}")
     import psycopg
 
-    name = f"supportd_t_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = f"postgresql://postgres@{PG_HOST}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@{PG_HOST}/{name}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"postgresql://postgres@{PG_HOST}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with scratch_database("supportd_t") as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -18,7 +17,7 @@ from mailer.demo.embedded import SmtpSink
 from mailer.demo.samples import text_mail
 from mailer.ledger.db import RawMessage, Ticket
 from mailer.ledger.directory import DirectoryUnavailable, SqlDirectory, TtlCache
-from tests.conftest import PG_HOST, ConfigFactory, open_db, prepared_app, reachable, service_missing
+from tests.conftest import ConfigFactory, open_db, prepared_app, scratch_database
 from tests.servers import Mailbox
 from tests.test_pipeline import run_once
 
@@ -69,15 +68,14 @@ def test_cache_is_bounded_and_entries_expire() -> None:
 @pytest.fixture
 def users_db() -> Iterator[str]:
     """A separate PostgreSQL database with a million users, made by the server in a few seconds."""
-    if not reachable(PG_HOST):
-        service_missing(f"PostgreSQL at {PG_HOST}")
+    with scratch_database("supportd_users") as url:
+        _fill_users(url)
+        yield url
+
+
+def _fill_users(url: str) -> None:
     import psycopg
 
-    name = f"supportd_users_{uuid.uuid4().hex[:12]}"
-    admin = f"postgresql://postgres@{PG_HOST}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql://postgres@{PG_HOST}/{name}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE users (user_id bigint PRIMARY KEY, email text NOT NULL, language text, "
                      "display_name text, anti_phishing_code text)")
@@ -86,9 +84,6 @@ def users_db() -> Iterator[str]:
                      f"FROM generate_series(1, {USERS}) AS g")
         conn.execute("CREATE INDEX users_email ON users (lower(email))")
         conn.execute("ANALYZE users")
-    yield url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
