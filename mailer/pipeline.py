@@ -21,6 +21,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from mailer.ledger.db import Outbox, Ticket, TicketEvent, TicketMessage, utcnow
+from mailer.ledger.ids import new_ticket_id
 from mailer.runtime import metrics
 from mailer.stages.escalate import reschedule_alerts
 from mailer.stages.feedback import record_rating
@@ -320,7 +321,7 @@ def _new_ticket(work: Work) -> Ticket:
     policy = app.config.sla.policy_for(route.queue, route.priority)
     due = due_dates(app.calendars[policy.calendar], policy, arrived)
     ticket = Ticket(
-        queue=route.queue, priority=route.priority, status="open",
+        id=new_ticket_id(work.session), queue=route.queue, priority=route.priority, status="open",
         customer_email=verification.address or first_from(mail).lower(),
         account_id=account.id if account else None, verified=verification.status,
         language=choose_language(account.language if account else None, mail.language, app.config.default_language),
@@ -329,7 +330,8 @@ def _new_ticket(work: Work) -> Ticket:
         paused_seconds=0)
     reschedule_alerts(app, work.session, ticket, sent=())
     work.session.add(ticket)
-    work.session.flush()  # the ticket number is needed for the reply and the events
+    if ticket.id is None:
+        work.session.flush()  # a database without numbers handed out ahead: the reply needs the number now
     event(work, ticket, "created", message_id=mail.message_id, mailbox=work.raw.mailbox)
     event(work, ticket, "verified", status=verification.status, **verification.evidence)
     event(work, ticket, "routed", queue=route.queue, priority=route.priority, rule=route.rule,

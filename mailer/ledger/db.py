@@ -95,6 +95,8 @@ class RawMessage(Base):
     server_state: Mapped[str] = mapped_column(String(16), default="pending")
     processed_at: Mapped[datetime | None]
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    # Never read: it tells a flush to write new tickets before the rows that point at them.
+    ticket: Mapped[Ticket | None] = relationship(lazy="raise")
     stage: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
     # Why a mail was held as spam (routing.spam), and who released it: see mailer.stages.spam.
@@ -243,6 +245,7 @@ class Outbox(Base):
     # Same key, same mail: scheduling a reply twice (after a crash) finds the first row.
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    ticket: Mapped[Ticket | None] = relationship(lazy="raise")  # never read: the order of a flush's INSERTs
     purpose: Mapped[str] = mapped_column(String(32))
     to_address: Mapped[str] = mapped_column(String(320))
     unverified: Mapped[bool] = mapped_column(default=False)  # an automatic answer to a sender not verified

@@ -23,6 +23,7 @@ from mailer.pipeline import STAGES
 from mailer.runtime import metrics
 from mailer.runtime.transient import is_transient
 from mailer.stages.prepare import Prepared, prepare
+from mailer.stages.unflushed import Unflushed
 from mailer.stages.work import Work, flush_events, keep_events
 
 log = logging.getLogger(__name__)
@@ -67,36 +68,63 @@ class _Redo(Exception):
 
 def _write_batch(app: App, raw_ids: list[int], prepared: dict[int, Prepared], *,
                  careful: bool) -> tuple[list[Result], list[int]]:
-    """Mails usually all go through, so the batch is first tried without a savepoint per mail; if one fails,
-    the transaction is rolled back and the batch written again with savepoints, the failing mail alone
-    quarantined (or, for a Message-ID another worker recorded meanwhile, retried after)."""
-    results: list[Result] = []
+    """Mails usually all go through, so the batch is first written without a savepoint per mail and with one
+    flush at its end (mailer/stages/unflushed.py); if one fails, the transaction is rolled back and the batch
+    written again with a savepoint and a flush per mail, the failing mail alone quarantined (or, for a
+    Message-ID another worker recorded meanwhile, retried after)."""
+    outcomes: list[Result | Work] = []
     collided: list[int] = []
-    finished: list[Work] = []
+    unflushed = Unflushed()
     with app.db.session(autoflush=False) as session:
         # One SELECT for the batch; the bytes are loaded only for a mail that was not prepared.
         raws = {raw.id: raw for raw in session.scalars(select(RawMessage).where(RawMessage.id.in_(raw_ids))
                                                        .options(defer(RawMessage.raw)).with_for_update())}
         for raw_id in raw_ids:
+            ahead = prepared.get(raw_id)
+            if unflushed.could_meet(ahead.mail if ahead else None):
+                _flush(session, careful)
+                unflushed.clear()
             try:
                 with session.begin_nested() if careful else nullcontext():
-                    results.append(_run_stages(app, session, raw_id, raws.get(raw_id), prepared.get(raw_id),
-                                               finished))
+                    outcome = _run_stages(app, session, raw_id, raws.get(raw_id), ahead, flush=careful)
             except IntegrityError:
                 if not careful:
                     raise _Redo from None
                 collided.append(raw_id)  # another worker recorded the same Message-ID meanwhile
+                continue
             except StageFailed as failure:
                 if is_transient(failure.cause):
                     raise failure.cause from None
                 if not careful:
                     raise _Redo from None
                 _quarantine(session, raw_id, failure.stage, failure.cause)
-                results.append(Result(raw_id, "quarantined"))
+                outcome = Result(raw_id, "quarantined")
+            outcomes.append(outcome)
+            if isinstance(outcome, Work) and not careful:
+                unflushed.add(outcome)
+        _flush(session, careful)
         flush_events(session)
+    finished = [outcome for outcome in outcomes if isinstance(outcome, Work)]
     for work in finished:  # counted once the batch has committed (a batch written twice counts once)
         metrics.mail_done(work)
-    return results, collided
+    return [_result(outcome) for outcome in outcomes], collided
+
+
+def _flush(session: Session, careful: bool) -> None:
+    """Write what the mails so far added; a row the database refuses sends the batch to be written carefully."""
+    try:
+        session.flush()
+    except (IntegrityError, DataError):
+        if careful:
+            raise
+        raise _Redo from None
+
+
+def _result(outcome: Result | Work) -> Result:
+    """After the flush: the rows have their ids."""
+    if isinstance(outcome, Result):
+        return outcome
+    return Result(outcome.raw.id, outcome.outcome, outcome.raw.ticket_id, tuple(row.id for row in outcome.outbox))
 
 
 def prepare_batch(app: App, raw_ids: list[int]) -> dict[int, Prepared]:
@@ -118,7 +146,7 @@ def prepare_batch(app: App, raw_ids: list[int]) -> dict[int, Prepared]:
 
 
 def _run_stages(app: App, session: Session, raw_id: int, raw: RawMessage | None,
-                prepared: Prepared | None, finished: list[Work]) -> Result:
+                prepared: Prepared | None, *, flush: bool) -> Result | Work:
     if raw is None or raw.status != "pending":
         return Result(raw_id, "skipped")
     work = Work(app, session, raw, prepared=prepared)
@@ -129,13 +157,13 @@ def _run_stages(app: App, session: Session, raw_id: int, raw: RawMessage | None,
         except Exception as exc:
             raise StageFailed(name, exc) from exc
     raw.status, raw.processed_at = work.outcome, utcnow()
-    try:
-        session.flush()
-    except DataError as exc:  # a value the schema refuses: this mail's fault or ours, never the batch's
-        raise StageFailed("record", exc) from exc
+    if flush:  # written carefully: each mail's own flush, so a value the schema refuses is this mail's alone
+        try:
+            session.flush()
+        except DataError as exc:  # a value the schema refuses: this mail's fault or ours, never the batch's
+            raise StageFailed("record", exc) from exc
     keep_events(work)
-    finished.append(work)
-    return Result(raw_id, work.outcome, raw.ticket_id, tuple(row.id for row in work.outbox))
+    return work
 
 
 def _quarantine(session: Session, raw_id: int, stage: str, cause: BaseException) -> None:

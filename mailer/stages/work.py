@@ -166,6 +166,8 @@ def _earlier_replies(work: Work, key: str, address: str) -> tuple[bool, int]:
 
 def unverified_replies_last_hour(work: Work) -> int:
     """One range on ix_outbox_unverified, as long as the cap at most: cheap to ask for every mail."""
+    if any(isinstance(row, Outbox) and row.unverified for row in work.session.new):
+        work.session.flush()  # rows of the batch not flushed yet count too (mailer/stages/unflushed.py)
     since = utcnow() - timedelta(hours=1)
     return work.session.scalar(select(func.count()).where(
         Outbox.unverified == true(), Outbox.created_at >= since)) or 0
