@@ -55,6 +55,7 @@ def process(app: App, raw_ids: list[int]) -> list[Result]:
         try:
             results, collided = _write_batch(app, raw_ids, prepared, careful=False)
         except _Redo:
+            log.info("batch from mail %d: a mail failed, the batch is written again mail by mail", min(raw_ids))
             results, collided = _write_batch(app, raw_ids, prepared, careful=True)
     for raw_id in collided:
         # Alone and after the other worker's commit, the mail is now seen as a duplicate.
