@@ -98,7 +98,10 @@ def match_bounce(work: Work) -> bool:
 
 
 def skip_exact_duplicate(work: Work) -> bool:
-    reason = find_exact_duplicate(work.session, need(work.mail, "parse"), work.raw.id)
+    mail, known = need(work.mail, "parse"), work.lookups
+    reason = find_exact_duplicate(work.session, mail, work.raw.id,
+                                  recorded=known.recorded(mail.message_id) if known else None,
+                                  seen=known.seen_rows(mail.message_id, mail.sha256) if known else None)
     if reason is None:
         return True
     message_id = need(work.mail, "parse").message_id
@@ -129,9 +132,11 @@ def find_ticket(work: Work) -> bool:
 def find_repeated_complaint(work: Work) -> bool:
     if work.thread is None:
         verification, dedup = need(work.verification, "verify"), work.app.config.dedup
+        now, window = work.raw.received_at, timedelta(days=dedup.window_days)
+        known = work.lookups.open_tickets_of(verification.address, now - window) \
+            if work.lookups and verification.address else None
         work.thread = find_repeat(work.session, need(work.mail, "parse"), verification.address, verification.verified,
-                                  now=work.raw.received_at, window=timedelta(days=dedup.window_days),
-                                  threshold=dedup.similarity)
+                                  now=now, window=window, threshold=dedup.similarity, candidates=known)
     return True
 
 

@@ -45,6 +45,15 @@ class ThreadMatch:
 
 
 FINISHED = ("done", "duplicate", "automatic", "bounce")
+MAX_CANDIDATES = 50  # open tickets of one customer compared at most
+
+
+@dataclass(frozen=True)
+class SeenRow:
+    """A raw mail with the Message-ID or the bytes of the mail at hand."""
+    raw_id: int
+    status: str
+    message_id: str
 
 
 # The per-mail look-ups, built once (building and keying a statement for every mail cost more than running it).
@@ -52,23 +61,30 @@ _MESSAGE_ID = bindparam("message_id", type_=TicketMessage.message_id.type)
 _RECORDED = select(TicketMessage.id).where(TicketMessage.message_id == _MESSAGE_ID)
 # One query, by Message-ID or hash alone (both indexed): with a status condition too, SQLite may walk
 # the large status index.
-_SEEN = select(RawMessage.id, RawMessage.status, RawMessage.message_id == _MESSAGE_ID).where(
+_SEEN = select(RawMessage.id, RawMessage.status, RawMessage.message_id).where(
     or_(RawMessage.message_id == _MESSAGE_ID, RawMessage.sha256 == bindparam("sha256", type_=RawMessage.sha256.type)))
 _OPEN_TICKETS_OF = select(Ticket).where(
     Ticket.customer_email == bindparam("customer", type_=Ticket.customer_email.type), Ticket.status != "closed",
-    Ticket.created_at >= bindparam("since", type_=Ticket.created_at.type)).order_by(Ticket.id.desc()).limit(50)
+    Ticket.created_at >= bindparam("since", type_=Ticket.created_at.type),
+).order_by(Ticket.id.desc()).limit(MAX_CANDIDATES)
 
 
-def find_exact_duplicate(session: Session, mail: ParsedMail, raw_id: int) -> str | None:
+def find_exact_duplicate(session: Session, mail: ParsedMail, raw_id: int, *, recorded: bool | None = None,
+                         seen: list[SeenRow] | None = None) -> str | None:
     """A reason if this mail was already recorded, else None.
 
     Mail that opened no ticket (an auto-reply, a bounce) counts too: fetched again after a UIDVALIDITY
-    change or from a second mailbox, it must not be handled twice.
+    change or from a second mailbox, it must not be handled twice. `recorded` and `seen`, when given,
+    are the answers of the two look-ups made ahead for a whole batch (mailer/stages/lookups.py).
     """
-    if session.scalar(_RECORDED, {"message_id": mail.message_id}):
+    if recorded is None:
+        recorded = session.scalar(_RECORDED, {"message_id": mail.message_id}) is not None
+    if recorded:
         return f"Message-ID {mail.message_id} already recorded"
-    seen = session.execute(_SEEN, {"message_id": mail.message_id, "sha256": mail.sha256})
-    finished = [same_id for other, status, same_id in seen if other != raw_id and status in FINISHED]
+    if seen is None:
+        seen = [SeenRow(*row) for row in session.execute(_SEEN, {"message_id": mail.message_id,
+                                                                 "sha256": mail.sha256})]
+    finished = [row.message_id == mail.message_id for row in seen if row.raw_id != raw_id and row.status in FINISHED]
     if any(finished):
         return f"Message-ID {mail.message_id} already handled"
     if finished:
@@ -100,11 +116,14 @@ def problem_keys(identifiers: dict[str, list[list[str]] | list[str]]) -> frozens
 
 
 def find_repeat(session: Session, mail: ParsedMail, customer: str | None, verified: bool, *, now: datetime,
-                window: timedelta, threshold: float) -> ThreadMatch | None:
-    """The customer's open ticket this mail repeats, if any; verified and unverified mail never mix."""
+                window: timedelta, threshold: float, candidates: list[Ticket] | None = None) -> ThreadMatch | None:
+    """The customer's open ticket this mail repeats, if any; verified and unverified mail never mix.
+
+    `candidates`, when given, are the customer's open tickets of the window, newest first, looked up ahead."""
     if not customer:
         return None
-    candidates = session.scalars(_OPEN_TICKETS_OF, {"customer": customer, "since": now - window})
+    if candidates is None:
+        candidates = list(session.scalars(_OPEN_TICKETS_OF, {"customer": customer, "since": now - window}))
     keys = problem_keys(mail.identifiers.to_json())
     mine = shingles(normalized_content(mail.subject, mail.new_text))
     best: tuple[float, ThreadMatch] | None = None

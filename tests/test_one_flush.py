@@ -8,6 +8,7 @@ not flushed when a mail of another customer comes in between.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ from sqlalchemy import select
 from mailer.demo.embedded import SmtpSink
 from mailer.demo.samples import text_mail
 from mailer.ledger.db import Outbox, RawMessage, Ticket
+from mailer.stages.lookups import fetch
+from mailer.stages.work import _EARLIER_REPLIES
+from parsing.message import parse
+from routing.dedup import _OPEN_TICKETS_OF, _RECORDED, _SEEN, SeenRow
 from tests.conftest import ConfigFactory
 from tests.servers import Mailbox
 from tests.test_followups import CUSTOMER, FIRST, SUBJECT, desk, ticket_summary
@@ -49,3 +54,36 @@ def test_mails_of_one_batch_see_each_others_rows(make_config: ConfigFactory, mai
     assert statuses == ["done", "done", "duplicate", "done", "done"]
     assert purposes == ["ack", "ack", "repeat_notice"]
     assert len(smtp_sink.delivered) == 3
+
+
+def test_answers_looked_up_ahead_equal_the_ledgers(make_config: ConfigFactory, mailbox: Mailbox,
+                                                   smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    """For mails already recorded, re-sent, from customers with open tickets and acknowledgements today,
+    and for strangers: each answer fetched for the batch is the answer the per-mail SQL gives."""
+    path, db = desk(make_config, tmp_path)
+    first = text_mail(CUSTOMER, SUBJECT, FIRST, "<first@example.de>")
+    mailbox.append(first, text_mail(OTHER, "Withdrawal pending", "Pending for a day.", "<other@example.cn>"))
+    assert run_once(path) == 0
+    mails = [parse(first), parse(text_mail(CUSTOMER, "Re: " + SUBJECT, "still waiting", "<new@example.de>")),
+             parse(text_mail("stranger@example.org", "Hello", "A question.", "<stranger@example.org>"))]
+    now = datetime.now(UTC)
+    since = now - timedelta(days=7)
+    with db.session() as session:
+        ahead = fetch(session, ((mail, mail.message_id) for mail in mails), since)
+        for mail in mails:
+            [sender] = (a.address for a in mail.from_)
+            live_seen = {SeenRow(*row) for row in session.execute(_SEEN, {"message_id": mail.message_id,
+                                                                          "sha256": mail.sha256})}
+            assert set(ahead.seen_rows(mail.message_id, mail.sha256) or []) == live_seen
+            assert ahead.recorded(mail.message_id) == (session.scalar(_RECORDED, {"message_id": mail.message_id})
+                                                       is not None)
+            live_open = list(session.scalars(_OPEN_TICKETS_OF, {"customer": sender, "since": since}))
+            assert ahead.open_tickets_of(sender, since) == live_open
+            key = f"ack:{mail.message_id}"
+            day = now - timedelta(hours=24)
+            live = session.execute(_EARLIER_REPLIES, {"key": key, "address": sender, "since": day}).all()
+            assert ahead.earlier_replies(key, sender, day) == (
+                any(same for same, _ in live), sum(1 for _, counted in live if counted))
+        assert ahead.open_tickets_of(CUSTOMER, since) and ahead.recorded(mails[0].message_id)
+        assert ahead.earlier_replies(f"ack:{mails[0].message_id}", CUSTOMER, now - timedelta(hours=24)) == (True, 1)
+    db.dispose()

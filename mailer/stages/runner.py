@@ -12,6 +12,7 @@ import logging
 import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError
@@ -22,8 +23,9 @@ from mailer.ledger.db import RawMessage, utcnow
 from mailer.pipeline import STAGES
 from mailer.runtime import metrics
 from mailer.runtime.transient import is_transient
+from mailer.stages.lookups import Lookups, fetch, window_start
 from mailer.stages.prepare import Prepared, prepare
-from mailer.stages.unflushed import Unflushed
+from mailer.stages.unflushed import MailKeys
 from mailer.stages.work import Work, flush_events, keep_events
 
 log = logging.getLogger(__name__)
@@ -75,19 +77,23 @@ def _write_batch(app: App, raw_ids: list[int], prepared: dict[int, Prepared], *,
     Message-ID another worker recorded meanwhile, retried after)."""
     outcomes: list[Result | Work] = []
     collided: list[int] = []
-    unflushed = Unflushed()
+    unflushed, earlier = MailKeys(), MailKeys()  # the mails not flushed yet; all mails of the batch so far
     with app.db.session(autoflush=False) as session:
         # One SELECT for the batch; the bytes are loaded only for a mail that was not prepared.
         raws = {raw.id: raw for raw in session.scalars(select(RawMessage).where(RawMessage.id.in_(raw_ids))
                                                        .options(defer(RawMessage.raw)).with_for_update())}
+        lookups = None if careful else _look_up_ahead(app, session, raws, prepared)
         for raw_id in raw_ids:
             ahead = prepared.get(raw_id)
-            if unflushed.could_meet(ahead.mail if ahead else None):
+            mail = ahead.mail if ahead else None
+            if unflushed.could_meet(mail):
                 _flush(session, careful)
                 unflushed.clear()
+            # What was looked up at the batch's start is still true unless an earlier mail could have changed it.
+            known = None if earlier.could_meet(mail) else lookups
             try:
                 with session.begin_nested() if careful else nullcontext():
-                    outcome = _run_stages(app, session, raw_id, raws.get(raw_id), ahead, flush=careful)
+                    outcome = _run_stages(app, session, raw_id, raws.get(raw_id), ahead, known, flush=careful)
             except IntegrityError:
                 if not careful:
                     raise _Redo from None
@@ -103,12 +109,23 @@ def _write_batch(app: App, raw_ids: list[int], prepared: dict[int, Prepared], *,
             outcomes.append(outcome)
             if isinstance(outcome, Work) and not careful:
                 unflushed.add(outcome)
+                earlier.add(outcome)
         _flush(session, careful)
         flush_events(session)
     finished = [outcome for outcome in outcomes if isinstance(outcome, Work)]
     for work in finished:  # counted once the batch has committed (a batch written twice counts once)
         metrics.mail_done(work)
     return [_result(outcome) for outcome in outcomes], collided
+
+
+def _look_up_ahead(app: App, session: Session, raws: dict[int, RawMessage],
+                   prepared: dict[int, Prepared]) -> Lookups | None:
+    pending = [(raws[raw_id], ahead.mail) for raw_id, ahead in prepared.items()
+               if raw_id in raws and raws[raw_id].status == "pending"]
+    if not pending:
+        return None
+    since = window_start((raw.received_at for raw, _ in pending), timedelta(days=app.config.dedup.window_days))
+    return fetch(session, ((mail, raw.message_id) for raw, mail in pending), since)
 
 
 def _flush(session: Session, careful: bool) -> None:
@@ -146,11 +163,11 @@ def prepare_batch(app: App, raw_ids: list[int]) -> dict[int, Prepared]:
     return {raw_id: result for (raw_id, _), result in zip(opened, done, strict=True) if result is not None}
 
 
-def _run_stages(app: App, session: Session, raw_id: int, raw: RawMessage | None,
-                prepared: Prepared | None, *, flush: bool) -> Result | Work:
+def _run_stages(app: App, session: Session, raw_id: int, raw: RawMessage | None, prepared: Prepared | None,
+                lookups: Lookups | None, *, flush: bool) -> Result | Work:
     if raw is None or raw.status != "pending":
         return Result(raw_id, "skipped")
-    work = Work(app, session, raw, prepared=prepared)
+    work = Work(app, session, raw, prepared=prepared, lookups=lookups)
     for name, stage in STAGES:
         try:
             if not metrics.timed_stage(name, stage, work):

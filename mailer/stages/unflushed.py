@@ -20,8 +20,9 @@ from routing.verify import normalize_address
 _RECIPIENT_HEADERS = ("delivered-to", "x-original-to")
 
 
-class Unflushed:
-    """Keys of the mails whose rows are still unflushed: their Message-IDs, hashes and addresses."""
+class MailKeys:
+    """What a set of mails (those not flushed yet, or all of the batch so far) could be found by: their
+    Message-IDs, hashes and addresses."""
 
     def __init__(self) -> None:
         self.mails = 0
@@ -29,7 +30,7 @@ class Unflushed:
         self._addresses: set[str] = set()
 
     def could_meet(self, mail: ParsedMail | None) -> bool:
-        """Whether the stages of `mail` could look up a row an unflushed mail wrote or changed."""
+        """Whether the stages of `mail` could look up a row one of these mails wrote or changed."""
         if not self.mails:
             return False
         if mail is None or _refers_to_tickets(mail):
@@ -39,7 +40,7 @@ class Unflushed:
         return not self._addresses.isdisjoint(_sender_addresses(mail))
 
     def add(self, work: Work) -> None:
-        """A mail went through without a flush: remember what it could be found by."""
+        """A mail went through: remember what it could be found by."""
         self.mails += 1
         if work.mail is not None:
             self._ids.update((work.mail.message_id, work.mail.sha256))

@@ -15,6 +15,7 @@ from mailer.app import App
 from mailer.ledger.db import Attachment, Outbox, RawMessage, Ticket, TicketEvent, TicketMessage, utcnow
 from mailer.stages.compose import outbox_key, schedule_reply
 from mailer.stages.escalate import reschedule_alerts
+from mailer.stages.lookups import AUTOMATIC_PURPOSES, Lookups
 from parsing.attachments import judge
 from parsing.message import ParsedMail
 from routing.dedup import ThreadMatch
@@ -47,6 +48,7 @@ class Work:
     outcome: str = "done"
     prepared: Prepared | None = None  # parse and redact done ahead, outside the write transaction
     events: list[PendingEvent] = field(default_factory=list)  # written in bulk with the batch (event())
+    lookups: Lookups | None = None  # the batch's look-ups made ahead, when still true for this mail
 
 
 @dataclass(frozen=True)
@@ -135,9 +137,6 @@ def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context
         event(work, ticket, "reply_scheduled", purpose=purpose, to=to_address, message_id=row.message_id)
 
 
-AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning", "attachment_refused", "survey")
-
-
 def automatic_replies_today(work: Work, address: str) -> int:
     return _earlier_replies(work, "", address)[1]
 
@@ -160,6 +159,9 @@ def _earlier_replies(work: Work, key: str, address: str) -> tuple[bool, int]:
     """In one query: whether a row with this idempotency key exists, and the automatic mails to `address`
     in the last 24 hours."""
     since = work.raw.received_at - timedelta(hours=24)
+    known = work.lookups.earlier_replies(key, address, since) if work.lookups else None
+    if known is not None:
+        return known
     rows = work.session.execute(_EARLIER_REPLIES, {"key": key, "address": address, "since": since}).all()
     return any(same_key for same_key, _ in rows), sum(1 for _, counted in rows if counted)
 
