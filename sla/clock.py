@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -85,7 +86,14 @@ def format_local(moment: datetime, zone: ZoneInfo, language: str) -> str:
     """A due time as a customer reads it, in the desk's zone and their language's conventions (CLDR via Babel):
     "Wednesday, November 25, 2026, 10:00 AM", "2026年11月25日星期三 10:00", "среда, 25 ноября 2026 г., 10:00"."""
     local = moment.astimezone(zone)
-    locale = babel_locale(normalize_tag(language) or DEFAULT)
+    tag = normalize_tag(language) or DEFAULT
+    return _local_text(local.date(), local.hour, local.minute, tag)
+
+
+@lru_cache(maxsize=4096)
+def _local_text(day: date, hour: int, minute: int, tag: str) -> str:
+    """Formatting with Babel costs more than the rest of an acknowledgement's context; due times repeat."""
+    locale = babel_locale(tag)
     pattern = str(get_datetime_format("medium", locale=locale)).replace("'", "")
-    return (pattern.replace("{1}", format_date(local.date(), "full", locale=locale))
-            .replace("{0}", format_time(local.time(), "short", locale=locale)))
+    return (pattern.replace("{1}", format_date(day, "full", locale=locale))
+            .replace("{0}", format_time(time(hour, minute), "short", locale=locale)))

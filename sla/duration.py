@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from babel.numbers import format_decimal
 
@@ -57,12 +58,17 @@ class Duration:
 
     def describe(self, language: str) -> str:
         """The target in words for a customer: "2 business days", "2 个工作日", "2 рабочих дня"."""
-        tag = normalize_tag(language) or DEFAULT
-        locale = babel_locale(tag)
-        forms = _UNITS[tag][self.unit]
-        amount = int(self.amount) if self.amount == int(self.amount) else self.amount
-        pattern = forms.get(locale.plural_form(amount), forms["other"])
-        return pattern.format(n=format_decimal(amount, locale=locale))
+        return _described(self.amount, self.unit, normalize_tag(language) or DEFAULT)
+
+
+@lru_cache(maxsize=1024)
+def _described(amount: float, unit: str, tag: str) -> str:
+    """Asked for every acknowledgement, with a handful of targets: CLDR plural rules are not cheap."""
+    locale = babel_locale(tag)
+    forms = _UNITS[tag][unit]
+    number = int(amount) if amount == int(amount) else amount
+    pattern = forms.get(locale.plural_form(number), forms["other"])
+    return pattern.format(n=format_decimal(number, locale=locale))
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:business\s+)?(day|days|hour|hours|minute|minutes|d|h|m)\s*$")

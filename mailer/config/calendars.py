@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import time
+from functools import lru_cache
 from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -127,4 +128,10 @@ class SlaConfig(Section):
         """The most specific policy: queue and priority, then queue, then priority, then the default."""
         ranked = sorted((p for p in self.policies if p.queue in (None, queue) and p.priority in (None, priority)),
                         key=lambda p: (p.queue is not None, p.priority is not None), reverse=True)
-        return ranked[0] if ranked else SlaPolicy(first_response=self.first_response, resolution=self.resolution)
+        return ranked[0] if ranked else _default_policy(self.first_response, self.resolution)
+
+
+@lru_cache(maxsize=64)
+def _default_policy(first_response: str, resolution: str) -> SlaPolicy:
+    """Built once per pair of targets: asked for every new ticket, and a model costs more to build than to use."""
+    return SlaPolicy(first_response=first_response, resolution=resolution)
