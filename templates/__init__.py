@@ -56,6 +56,10 @@ def _environment(*directories: Path) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # A changed template takes effect on reload (SIGHUP builds a new environment), not by a stat() of
+        # three files for every mail sent; the compiled templates stay cached either way.
+        auto_reload=False,
+        cache_size=2000,
     )
 
 
