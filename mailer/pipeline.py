@@ -114,8 +114,14 @@ def skip_exact_duplicate(work: Work) -> bool:
 
 
 def verify(work: Work) -> bool:
-    directory, session = work.app.directory, work.session
-    work.verification = verify_sender(need(work.mail, "parse"), lambda address: directory.find(address, session))
+    directory, session, known = work.app.directory, work.session, work.lookups
+
+    def find(address: str) -> AccountRef | None:
+        if known is not None and address in known.accounts:  # looked up for the whole batch
+            return known.accounts[address]
+        return directory.find(address, session)
+
+    work.verification = verify_sender(need(work.mail, "parse"), find)
     return True
 
 

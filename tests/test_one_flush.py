@@ -17,6 +17,7 @@ from sqlalchemy import select
 from mailer.demo.embedded import SmtpSink
 from mailer.demo.samples import text_mail
 from mailer.ledger.db import Outbox, RawMessage, Ticket
+from mailer.ledger.directory import TableDirectory
 from mailer.stages.lookups import fetch
 from mailer.stages.work import _EARLIER_REPLIES
 from parsing.message import parse
@@ -69,12 +70,14 @@ def test_answers_looked_up_ahead_equal_the_ledgers(make_config: ConfigFactory, m
     now = datetime.now(UTC)
     since = now - timedelta(days=7)
     with db.session() as session:
-        ahead = fetch(session, ((mail, mail.message_id) for mail in mails), since)
+        directory = TableDirectory(db)
+        ahead = fetch(session, ((mail, mail.message_id) for mail in mails), since, directory)
         for mail in mails:
             [sender] = (a.address for a in mail.from_)
             live_seen = {SeenRow(*row) for row in session.execute(_SEEN, {"message_id": mail.message_id,
                                                                           "sha256": mail.sha256})}
             assert set(ahead.seen_rows(mail.message_id, mail.sha256) or []) == live_seen
+            assert ahead.accounts[sender] == directory.find(sender, session)
             assert ahead.recorded(mail.message_id) == (session.scalar(_RECORDED, {"message_id": mail.message_id})
                                                        is not None)
             live_open = list(session.scalars(_OPEN_TICKETS_OF, {"customer": sender, "since": since}))
@@ -85,5 +88,6 @@ def test_answers_looked_up_ahead_equal_the_ledgers(make_config: ConfigFactory, m
             assert ahead.earlier_replies(key, sender, day) == (
                 any(same for same, _ in live), sum(1 for _, counted in live if counted))
         assert ahead.open_tickets_of(CUSTOMER, since) and ahead.recorded(mails[0].message_id)
+        assert ahead.accounts[CUSTOMER] is not None and ahead.accounts["stranger@example.org"] is None
         assert ahead.earlier_replies(f"ack:{mails[0].message_id}", CUSTOMER, now - timedelta(hours=24)) == (True, 1)
     db.dispose()

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import bindparam, create_engine, select, text
@@ -47,6 +47,9 @@ class Directory(Protocol):
     def find(self, address: str, session: Session | None = None) -> AccountRef | None:
         """The account registered under this normalized address; `session` is the caller's transaction."""
 
+    def find_many(self, addresses: Collection[str], session: Session) -> dict[str, AccountRef | None]:
+        """Answers for a batch's senders at once, for those the source can answer that way (absent: ask `find`)."""
+
     def close(self) -> None: ...
 
 
@@ -67,6 +70,13 @@ class TableDirectory:
         row = session.execute(_ACCOUNT_BY_EMAIL, {"address": address}).first()
         return AccountRef(*row) if row is not None else None
 
+    def find_many(self, addresses: Collection[str], session: Session) -> dict[str, AccountRef | None]:
+        found: dict[str, AccountRef | None] = dict.fromkeys(addresses)
+        if found:
+            for row in session.execute(_ACCOUNTS_BY_EMAIL.where(Account.email.in_(list(found)))):
+                found[row.email] = AccountRef(*row)
+        return found
+
     def close(self) -> None:
         pass
 
@@ -74,9 +84,9 @@ class TableDirectory:
 _MISSING = object()
 # Built once: building and keying the statement for every mail cost more than running it.
 # Columns, not the entity: nothing is kept in the session for a look-up made for every mail.
-_ACCOUNT_BY_EMAIL = select(Account.id, Account.email, Account.user_id, Account.language, Account.display_name,
-                           Account.anti_phishing_code).where(Account.email == bindparam("address",
-                                                                                         type_=Account.email.type))
+_ACCOUNTS_BY_EMAIL = select(Account.id, Account.email, Account.user_id, Account.language, Account.display_name,
+                            Account.anti_phishing_code)
+_ACCOUNT_BY_EMAIL = _ACCOUNTS_BY_EMAIL.where(Account.email == bindparam("address", type_=Account.email.type))
 
 
 class TtlCache:
@@ -121,6 +131,9 @@ class SqlDirectory:
         self.engine = directory_engine(config.url, config.timeout)
         self.query = text(config.query)
         self.cache = TtlCache(config.cache_size, clock)
+
+    def find_many(self, addresses: Collection[str], session: Session) -> dict[str, AccountRef | None]:
+        return {}  # one query per address, asked by `find` when the mail gets there (and cached)
 
     def find(self, address: str, session: Session | None = None) -> AccountRef | None:
         cached = self.cache.get(address)

@@ -1,11 +1,12 @@
 """The per-mail look-ups of a batch, made for all its mails at once when the batch starts.
 
-Deduplication and the reply policy ask the ledger four things of every mail: is its Message-ID recorded,
-which raw mails share its Message-ID or bytes, which open tickets has its sender, which automatic mails
-went to its sender today. Asked one mail at a time, that was four statements per mail; asked for the
-whole batch it is four per batch. An answer fetched at the batch's start stays true for a mail as long
-as no earlier mail of the batch could have changed it, which is what `MailKeys` tells
-(mailer/stages/unflushed.py): such a mail, and anything not fetched ahead, is asked in SQL as before.
+Verification, deduplication and the reply policy ask the ledger five things of every mail: whose account
+the sender's address is, is its Message-ID recorded, which raw mails share its Message-ID or bytes, which
+open tickets has its sender, which automatic mails went to its sender today. Asked one mail at a time,
+that was five statements per mail; asked for the whole batch it is five per batch. An answer fetched at
+the batch's start stays true for a mail as long as no earlier mail of the batch could have changed it,
+which is what `MailKeys` tells (mailer/stages/unflushed.py): such a mail, and anything not fetched ahead,
+is asked in SQL as before. Accounts are never written by the pipeline: fetched ahead, they stay true.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from mailer.ledger.db import Outbox, RawMessage, Ticket, TicketMessage
+from mailer.ledger.directory import Directory
 from mailer.stages.compose import outbox_key
 from parsing.message import ParsedMail
 from routing.dedup import MAX_CANDIDATES, SeenRow
-from routing.verify import normalize_address
+from routing.verify import AccountRef, normalize_address
 
 AUTOMATIC_PURPOSES = ("ack", "unverified", "repeat_notice", "secret_warning", "attachment_refused", "survey")
 # The automatic mails whose key is the mail's own Message-ID (the repeat notice is keyed by ticket and day).
@@ -42,6 +44,7 @@ class Lookups:
     open_tickets: dict[str, list[Ticket]] = field(default_factory=lambda: defaultdict(list))  # newest first
     replies: dict[str, list[tuple[str, datetime]]] = field(default_factory=lambda: defaultdict(list))
     keys_in_use: set[str] = field(default_factory=set)  # fetched idempotency keys that have a row
+    accounts: dict[str, AccountRef | None] = field(default_factory=dict)  # never written here: always true
 
     def recorded(self, message_id: str) -> bool | None:
         return message_id in self.recorded_ids if message_id in self.fetched_ids else None
@@ -64,8 +67,9 @@ class Lookups:
         return key in self.keys_in_use, counted
 
 
-def fetch(session: Session, mails: Iterable[tuple[ParsedMail, str]], since: datetime) -> Lookups:
-    """Everything the batch's mails (each with its raw row's Message-ID) will look up, in four statements."""
+def fetch(session: Session, mails: Iterable[tuple[ParsedMail, str]], since: datetime,
+          directory: Directory | None = None) -> Lookups:
+    """Everything the batch's mails (each with its raw row's Message-ID) will look up, in five statements."""
     pairs = list(mails)
     ids = {mail.message_id for mail, _ in pairs} | {mail.sha256 for mail, _ in pairs}
     senders = {address for mail, _ in pairs for address in _senders(mail)}
@@ -74,6 +78,8 @@ def fetch(session: Session, mails: Iterable[tuple[ParsedMail, str]], since: date
     found = Lookups(since, ids, senders, keys)
     if not pairs:
         return found
+    if directory is not None:
+        found.accounts = directory.find_many(senders, session)
     message_ids = [mail.message_id for mail, _ in pairs]
     found.recorded_ids = set(session.scalars(select(TicketMessage.message_id)
                                              .where(TicketMessage.message_id.in_(message_ids))))

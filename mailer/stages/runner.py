@@ -125,7 +125,7 @@ def _look_up_ahead(app: App, session: Session, raws: dict[int, RawMessage],
     if not pending:
         return None
     since = window_start((raw.received_at for raw, _ in pending), timedelta(days=app.config.dedup.window_days))
-    return fetch(session, ((mail, raw.message_id) for raw, mail in pending), since)
+    return fetch(session, ((mail, raw.message_id) for raw, mail in pending), since, app.directory)
 
 
 def _flush(session: Session, careful: bool) -> None:
