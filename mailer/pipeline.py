@@ -292,7 +292,7 @@ def _ack_context(work: Work, account: AccountRef) -> dict[str, object]:
         **common_context(work),
         "customer_name": account.display_name or None,
         "anti_phishing_code": account.anti_phishing_code,
-        "queue_title": config.queues[ticket.queue].title.get(ticket.language, ticket.queue),
+        "queue_title": config.queues[ticket.queue].title_in(ticket.language),
         "due_text": format_local(due, calendar.zone, ticket.language) if due else "",
         "time_zone": calendar.zone.key,
         "first_response_target": parse_duration(policy.first_response).describe(ticket.language),

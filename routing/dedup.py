@@ -124,6 +124,8 @@ def find_repeat(session: Session, mail: ParsedMail, customer: str | None, verifi
         return None
     if candidates is None:
         candidates = list(session.scalars(_OPEN_TICKETS_OF, {"customer": customer, "since": now - window}))
+    if not candidates:
+        return None  # most mails: nothing to compare with, so nothing to normalize
     keys = problem_keys(mail.identifiers.to_json())
     mine = shingles(normalized_content(mail.subject, mail.new_text))
     best: tuple[float, ThreadMatch] | None = None

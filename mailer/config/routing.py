@@ -42,9 +42,21 @@ class QueueConfig(_QueueTitles):  # type: ignore[misc, valid-type]
     @property
     def title(self) -> dict[str, str]:
         """The title in every shipped language: `title_<tag>` where given, else along the fallback chain."""
-        given = {tag: getattr(self, _title_attribute(tag)) for tag in SHIPPED}
-        given["zh-Hans"] = given["zh-Hans"] or self.title_zh  # the key before there were two Chinese
-        return {tag: next((given[t] for t in fallback_chain(tag) if given.get(t)), self.name) for tag in SHIPPED}
+        return {tag: self.title_in(tag) for tag in SHIPPED}
+
+    def title_in(self, tag: str) -> str:
+        """The title for one language (asked for every acknowledgement); the queue's name outside SHIPPED."""
+        if tag not in SHIPPED:
+            return self.name
+        return next((title for title in map(self._given_title, fallback_chain(tag)) if title), self.name)
+
+    def _given_title(self, tag: str) -> str | None:
+        if tag not in SHIPPED:
+            return None
+        given = getattr(self, _title_attribute(tag))
+        if tag == "zh-Hans" and not given:
+            return self.title_zh  # the key before there were two Chinese
+        return given
 
 
 class RuleConfig(Section):

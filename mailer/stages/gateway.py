@@ -141,7 +141,7 @@ def _relay(work: Work, ticket: Ticket, text: str, sender: str, message: TicketMe
                   for a in message.attachments if a.refused_reason is None)
     context = {**common_context(work), "text": text,
                "anti_phishing_code": account.anti_phishing_code if account else None,
-               "queue_title": work.app.config.queues[ticket.queue].title.get(ticket.language, ticket.queue)}
+               "queue_title": work.app.config.queues[ticket.queue].title_in(ticket.language)}
     row = schedule_reply(work.session, work.app.renderer, work.app.sender, ticket=ticket, purpose="reply",
                          key=f"reply:{work.raw.message_id}", to_address=ticket.customer_email,
                          replying_to=last or message, context=context, auto_submitted=None, attachments=files)
