@@ -94,20 +94,35 @@ def _checker(language: str) -> Mnemonic:
     return Mnemonic(language)
 
 
-# Words without which the slower patterns cannot match; checked first because most mails have none.
-_SECRET_HINTS = tuple(h.encode() for h in ("secret", "密钥", "密鑰"))
-_PASSWORD_HINTS = tuple(h.encode() for h in ("pass", "pwd", "密码", "密碼"))
-_KEY_HINTS = tuple(h.encode() for h in ("priv", "secret", "私钥", "私鑰", "秘钥", "密钥", "密鑰"))
-_TWO_FA_HINTS = tuple(h.encode() for h in ("2fa", "factor", "auth", "otp", "code", "验证", "驗證", "动态", "動態"))
+@dataclass(frozen=True)
+class _HintWords:
+    """Words without which a slower pattern cannot match, by how they are searched (see `_Hints`)."""
+
+    letters: tuple[bytes, ...]  # ASCII letters only: found inside one word
+    digit_led: tuple[bytes, ...]  # "2fa"
+    cjk: tuple[bytes, ...]
+
+
+def _hint_words(*words: str) -> _HintWords:
+    encoded = [word.encode() for word in words]
+    return _HintWords(tuple(w for w in encoded if w.isalpha()),
+                      tuple(w for w in encoded if w.isascii() and not w.isalpha()),
+                      tuple(w for w in encoded if not w.isascii()))
+
+
+# Checked first because most mails have none of them.
+_SECRET_HINTS = _hint_words("secret", "密钥", "密鑰")
+_PASSWORD_HINTS = _hint_words("pass", "pwd", "密码", "密碼")
+_KEY_HINTS = _hint_words("priv", "secret", "私钥", "私鑰", "秘钥", "密钥", "密鑰")
+_TWO_FA_HINTS = _hint_words("2fa", "factor", "auth", "otp", "code", "验证", "驗證", "动态", "動態")
 
 
 def redact(text: str) -> Redaction:
     """Cheap checks first, at C speed over the bytes (most mails hold no secret); the costly patterns only
     where one of their words or shapes is present."""
     data = text.encode("utf-8", "surrogatepass")
-    lowered = data.lower()
-    words = lowered.translate(_WORD_BYTES).split()
-    hints = _Hints(data, lowered, words)
+    words = data.translate(_WORD_BYTES).split()
+    hints = _Hints(data, words)
     spans: list[tuple[int, int, str]] = []
     if _twelve_listed_words_in_a_row(words):
         spans += _english_seeds(text, text.lower())
@@ -123,8 +138,8 @@ def redact(text: str) -> Redaction:
         spans += [(m.start(), m.end(), "private key") for m in _XPRV.finditer(text)]
     if hints.any(_SECRET_HINTS):
         spans += [(m.start(3), m.end(3), "API secret") for m in _API_SECRET.finditer(text)]
-    if hints.any(_PASSWORD_HINTS):
-        spans += [(m.start(3), m.end(3), "password") for m in _near_hints(_PASSWORD, text, _PASSWORD_HINTS)
+    if password_hints := hints.found(_PASSWORD_HINTS):
+        spans += [(m.start(3), m.end(3), "password") for m in _near_hints(_PASSWORD, text, password_hints)
                   if _looks_like_password(m)]
     if hints.any(_TWO_FA_HINTS):
         spans += [(m.start(), m.end(), "2FA code") for m in _SIX_DIGITS.finditer(text)
@@ -136,20 +151,26 @@ class _Hints:
     """Whether a text holds a hint word, without searching all of it once per hint: letter hints are
     searched in the text's distinct words (a fraction of its length), CJK ones in its non-ASCII bytes."""
 
-    def __init__(self, data: bytes, lowered: bytes, words: list[bytes]) -> None:
+    def __init__(self, data: bytes, words: list[bytes]) -> None:
         self.words = b" " + b" ".join(set(words))  # each word after a space
-        self._lowered = lowered
         self._data = data
         self._non_ascii = data.translate(None, _ASCII_BYTES) if not data.isascii() else b""
 
-    def any(self, hints: tuple[bytes, ...]) -> bool:
-        return any(self._has(hint) for hint in hints)
+    def any(self, hints: _HintWords) -> bool:
+        return (any(word in self.words for word in hints.letters)
+                or any(self._has_digit_led(word) for word in hints.digit_led)
+                or (bool(self._non_ascii) and any(self._has_cjk(word) for word in hints.cjk)))
 
-    def _has(self, hint: bytes) -> bool:
-        if hint.isalpha():  # ASCII letters: inside one word
-            return hint in self.words
-        if hint.isascii():  # "2fa": the whole text is searched only when a word starts with its letters
-            return b" " + hint.lstrip(b"0123456789") in self.words and hint in self._lowered
+    def found(self, hints: _HintWords) -> tuple[bytes, ...]:
+        return (tuple(word for word in hints.letters if word in self.words)
+                + tuple(word for word in hints.digit_led if self._has_digit_led(word))
+                + tuple(word for word in hints.cjk if self._has_cjk(word)))
+
+    def _has_digit_led(self, hint: bytes) -> bool:
+        # The whole text is searched only when a word starts with the hint's letters.
+        return b" " + hint.lstrip(b"0123456789") in self.words and hint in self._data.lower()
+
+    def _has_cjk(self, hint: bytes) -> bool:
         # With the ASCII bytes taken out, characters that were apart may meet: confirm in the text itself.
         return hint in self._non_ascii and hint in self._data
 
@@ -191,8 +212,8 @@ _HINT_REACH = 400  # characters after a hint word in which its pattern's match m
 
 
 def _near_hints(pattern: re.Pattern[str], text: str, hints: tuple[bytes, ...]) -> list[re.Match[str]]:
-    """The matches of a pattern that starts with (or just before) one of its hint words, searched only
-    around those words: a case-insensitive alternation run over the whole text costs milliseconds."""
+    """The matches of a pattern that starts with (or just before) one of the hint words the text holds,
+    searched only around those words: a case-insensitive alternation run over the whole text costs milliseconds."""
     lowered = text.lower()
     if len(lowered) != len(text):  # a few characters change length when lower-cased: search everywhere
         return list(pattern.finditer(text))
@@ -270,7 +291,7 @@ def _chinese_seeds(text: str, region: tuple[int, int], hints: _Hints) -> list[tu
 
 # Twelve CJK characters with list separators between them: the shape a separated seed needs at least.
 _SEPARATED_CJK_RUN = re.compile(r"[\u3400-\u9fff](?:[\s,，、;；.。\d]{1,4}[\u3400-\u9fff]){11}")
-_SEED_HINTS = tuple(h.encode() for h in ("seed", "mnemonic", "phrase", "助记", "助記", "种子", "種子", "恢复"))
+_SEED_HINTS = _hint_words("seed", "mnemonic", "phrase", "助记", "助記", "种子", "種子", "恢复")
 
 
 def _separated_chinese_seeds(text: str, region: tuple[int, int]) -> list[tuple[int, int, str]]:
