@@ -94,56 +94,94 @@ def _checker(language: str) -> Mnemonic:
     return Mnemonic(language)
 
 
-# Words without which the slower patterns cannot match; checked first because most mails have none.
-_SECRET_HINTS = tuple(h.encode() for h in ("secret", "密钥", "密鑰"))
-_PASSWORD_HINTS = tuple(h.encode() for h in ("pass", "pwd", "密码", "密碼"))
-_KEY_HINTS = tuple(h.encode() for h in ("priv", "secret", "私钥", "私鑰", "秘钥", "密钥", "密鑰"))
-_TWO_FA_HINTS = tuple(h.encode() for h in ("2fa", "factor", "auth", "otp", "code", "验证", "驗證", "动态", "動態"))
+@dataclass(frozen=True)
+class _HintWords:
+    """Words without which a slower pattern cannot match, by how they are searched (see `_Hints`)."""
+
+    letters: tuple[bytes, ...]  # ASCII letters only: found inside one word
+    digit_led: tuple[bytes, ...]  # "2fa"
+    cjk: tuple[bytes, ...]
+
+
+def _hint_words(*words: str) -> _HintWords:
+    encoded = [word.encode() for word in words]
+    return _HintWords(tuple(w for w in encoded if w.isalpha()),
+                      tuple(w for w in encoded if w.isascii() and not w.isalpha()),
+                      tuple(w for w in encoded if not w.isascii()))
+
+
+# Checked first because most mails have none of them.
+_SECRET_HINTS = _hint_words("secret", "密钥", "密鑰")
+_PASSWORD_HINTS = _hint_words("pass", "pwd", "密码", "密碼")
+_KEY_HINTS = _hint_words("priv", "secret", "私钥", "私鑰", "秘钥", "密钥", "密鑰")
+_TWO_FA_HINTS = _hint_words("2fa", "factor", "auth", "otp", "code", "验证", "驗證", "动态", "動態")
 
 
 def redact(text: str) -> Redaction:
     """Cheap checks first, at C speed over the bytes (most mails hold no secret); the costly patterns only
     where one of their words or shapes is present."""
     data = text.encode("utf-8", "surrogatepass")
-    words = data.lower().translate(_WORD_BYTES).split()
-    # Every hint is a run of ASCII letters (found inside one word), "2fa", or CJK: searched in the text's
-    # distinct words and its non-ASCII runs, a fraction of its length.
-    folded = b" ".join({*words, *(_NON_ASCII_RUN.findall(data) if not text.isascii() else ())})
-    if b"2fa" in data.lower():
-        folded += b" 2fa"
+    words = data.translate(_WORD_BYTES).split()
+    hints = _Hints(data, words)
     spans: list[tuple[int, int, str]] = []
     if _twelve_listed_words_in_a_row(words):
         spans += _english_seeds(text, text.lower())
-    if not text.isascii() and _CJK_CHAR.search(text):
-        spans += _chinese_seeds(text, folded)
-    if _has(folded, _KEY_HINTS):
+    if not text.isascii() and (region := _cjk_region(text, data)):
+        spans += _chinese_seeds(text, region, hints)
+    if hints.any(_KEY_HINTS):
         spans += [(m.start(), m.end(), "private key") for m in _HEX_KEY.finditer(text)
                   if _near(_KEY_CONTEXT, text, m)]
-    if _BASE58_RUN in data.translate(_BASE58_SHAPE):
+    base58_shape = data.translate(_BASE58_SHAPE)
+    if _WIF_RUN in base58_shape:
         spans += [(m.start(), m.end(), "private key") for m in _WIF.finditer(text)]
-    if b"prv" in folded:
+    if _XPRV_RUN in base58_shape and b"prv" in hints.words:
         spans += [(m.start(), m.end(), "private key") for m in _XPRV.finditer(text)]
-    if _has(folded, _SECRET_HINTS):
+    if hints.any(_SECRET_HINTS):
         spans += [(m.start(3), m.end(3), "API secret") for m in _API_SECRET.finditer(text)]
-    if _has(folded, _PASSWORD_HINTS):
-        spans += [(m.start(3), m.end(3), "password") for m in _near_hints(_PASSWORD, text, _PASSWORD_HINTS)
+    if password_hints := hints.found(_PASSWORD_HINTS):
+        spans += [(m.start(3), m.end(3), "password") for m in _near_hints(_PASSWORD, text, password_hints)
                   if _looks_like_password(m)]
-    if _has(folded, _TWO_FA_HINTS):
+    if hints.any(_TWO_FA_HINTS):
         spans += [(m.start(), m.end(), "2FA code") for m in _SIX_DIGITS.finditer(text)
                   if _near(_TWO_FA, text, m, 40)]
     return _apply(text, spans)
 
 
-def _has(folded: bytes, hints: tuple[bytes, ...]) -> bool:
-    return any(hint in folded for hint in hints)
+class _Hints:
+    """Whether a text holds a hint word, without searching all of it once per hint: letter hints are
+    searched in the text's distinct words (a fraction of its length), CJK ones in its non-ASCII bytes."""
+
+    def __init__(self, data: bytes, words: list[bytes]) -> None:
+        self.words = b" " + b" ".join(set(words))  # each word after a space
+        self._data = data
+        self._non_ascii = data.translate(None, _ASCII_BYTES) if not data.isascii() else b""
+
+    def any(self, hints: _HintWords) -> bool:
+        return (any(word in self.words for word in hints.letters)
+                or any(self._has_digit_led(word) for word in hints.digit_led)
+                or (bool(self._non_ascii) and any(self._has_cjk(word) for word in hints.cjk)))
+
+    def found(self, hints: _HintWords) -> tuple[bytes, ...]:
+        return (tuple(word for word in hints.letters if word in self.words)
+                + tuple(word for word in hints.digit_led if self._has_digit_led(word))
+                + tuple(word for word in hints.cjk if self._has_cjk(word)))
+
+    def _has_digit_led(self, hint: bytes) -> bool:
+        # The whole text is searched only when a word starts with the hint's letters.
+        return b" " + hint.lstrip(b"0123456789") in self.words and hint in self._data.lower()
+
+    def _has_cjk(self, hint: bytes) -> bool:
+        # With the ASCII bytes taken out, characters that were apart may meet: confirm in the text itself.
+        return hint in self._non_ascii and hint in self._data
 
 
 # Latin letters lower-cased, every other byte a space: the text split into its ASCII words at C speed.
 _WORD_BYTES = bytes(c + 32 if 65 <= c <= 90 else c if 97 <= c <= 122 else 32 for c in range(256))
-# Base58 characters as "b", anything else as a space: a WIF key needs 51 of them in a row.
+_ASCII_BYTES = bytes(range(128))
+# Base58 characters as "b", anything else as a space: a WIF key needs 51 of them in a row, an xprv 104.
 _BASE58_SHAPE = bytes(98 if re.fullmatch(f"[{_BASE58}]", chr(c)) else 32 for c in range(256))
-_BASE58_RUN = b"b" * 51
-_NON_ASCII_RUN = re.compile(rb"[\x80-\xff]+")
+_WIF_RUN = b"b" * 51
+_XPRV_RUN = b"b" * 104
 
 
 @cache
@@ -153,16 +191,29 @@ def _english_word_bytes() -> frozenset[bytes]:
 
 def _twelve_listed_words_in_a_row(words: list[bytes]) -> bool:
     """The cheap first pass for English seeds, with no Python loop over the words: each word becomes one
-    byte (listed or not) and twelve listed ones in a row are a substring search."""
-    return b"\x01" * MIN_SEED_WORDS in bytes(map(_english_word_bytes().__contains__, words))
+    byte (listed or not) and twelve listed ones in a row are a substring search. Only every sixth word is
+    looked up at first: twelve in a row hold two neighbours among those, and only around such a pair are
+    the other words looked up."""
+    listed = _english_word_bytes().__contains__
+    stride = MIN_SEED_WORDS // 2
+    sampled = bytes(map(listed, words[::stride]))
+    pair = sampled.find(b"\x01\x01")
+    while pair >= 0:
+        # The run holds words stride * pair and stride * (pair + 1); it starts at most stride - 1 before.
+        first = stride * pair
+        around = words[max(0, first - stride + 1):first + 2 * stride]
+        if b"\x01" * MIN_SEED_WORDS in bytes(map(listed, around)):
+            return True
+        pair = sampled.find(b"\x01\x01", pair + 1)
+    return False
 
 
 _HINT_REACH = 400  # characters after a hint word in which its pattern's match must end
 
 
 def _near_hints(pattern: re.Pattern[str], text: str, hints: tuple[bytes, ...]) -> list[re.Match[str]]:
-    """The matches of a pattern that starts with (or just before) one of its hint words, searched only
-    around those words: a case-insensitive alternation run over the whole text costs milliseconds."""
+    """The matches of a pattern that starts with (or just before) one of the hint words the text holds,
+    searched only around those words: a case-insensitive alternation run over the whole text costs milliseconds."""
     lowered = text.lower()
     if len(lowered) != len(text):  # a few characters change length when lower-cased: search everywhere
         return list(pattern.finditer(text))
@@ -214,24 +265,39 @@ def _english_seeds(text: str, lowered: str) -> list[tuple[int, int, str]]:
     return [_seed_span(run, ("english",)) for run in runs if len(run) >= MIN_SEED_WORDS]
 
 
-def _chinese_seeds(text: str, folded: bytes) -> list[tuple[int, int, str]]:
+# UTF-8 lead bytes of U+3000–U+9FFF, a little more than _CJK_CHAR: found at C speed from either end.
+_CJK_LEAD_BYTES = range(0xE3, 0xEA)
+
+
+def _cjk_region(text: str, data: bytes) -> tuple[int, int] | None:
+    """From the first CJK character to the last one: the CJK patterns need not read an English quoted
+    history that follows (or precedes) a Chinese message."""
+    last = max(data.rfind(lead) for lead in _CJK_LEAD_BYTES)
+    if last < 0:
+        return None
+    end = len(data[:last].decode("utf-8", "surrogatepass")) + 1
+    first = _CJK_CHAR.search(text, 0, end)
+    return (first.start(), end) if first else None
+
+
+def _chinese_seeds(text: str, region: tuple[int, int], hints: _Hints) -> list[tuple[int, int, str]]:
     spans: list[tuple[int, int, str]] = []
-    if _SEPARATED_CJK_RUN.search(text):
-        spans += _separated_chinese_seeds(text)
-    if _has(folded, _SEED_HINTS):
+    if _SEPARATED_CJK_RUN.search(text, *region):
+        spans += _separated_chinese_seeds(text, region)
+    if hints.any(_SEED_HINTS):
         spans += _compact_chinese_seeds(text)
     return spans
 
 
 # Twelve CJK characters with list separators between them: the shape a separated seed needs at least.
 _SEPARATED_CJK_RUN = re.compile(r"[\u3400-\u9fff](?:[\s,，、;；.。\d]{1,4}[\u3400-\u9fff]){11}")
-_SEED_HINTS = tuple(h.encode() for h in ("seed", "mnemonic", "phrase", "助记", "助記", "种子", "種子", "恢复"))
+_SEED_HINTS = _hint_words("seed", "mnemonic", "phrase", "助记", "助記", "种子", "種子", "恢复")
 
 
-def _separated_chinese_seeds(text: str) -> list[tuple[int, int, str]]:
+def _separated_chinese_seeds(text: str, region: tuple[int, int]) -> list[tuple[int, int, str]]:
     words = _wordlist(*CHINESE)
     runs: list[list[re.Match[str]]] = [[]]
-    for match in _CJK_CHAR.finditer(text):
+    for match in _CJK_CHAR.finditer(text, *region):
         run = runs[-1]
         if match.group() in words and (not run or _separated(text, run[-1], match)):
             run.append(match)

@@ -39,36 +39,51 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFC", text).lower().replace("i\u0307", "i").replace("ı", "i")
 
 
-def _keyword_pattern(keyword: str) -> re.Pattern[str]:
-    """Whole words for spaced scripts ("api" does not match "rapid"); a trailing * matches any ending
-    ("yatır*" matches "yatırdım", "вывод*" matches "выводом"); substrings for CJK and Hangul."""
-    prefix = keyword.endswith("*")
-    word = fold(keyword.rstrip("*"))
-    if _UNSPACED.search(word):
-        return re.compile(re.escape(word))
-    return re.compile(rf"(?<!{_WORD_CHAR})" + re.escape(word) + ("" if prefix else rf"(?!{_WORD_CHAR})"))
+@dataclass(frozen=True)
+class Keyword:
+    """A keyword as configured, the folded word it needs in the text, and the pattern that decides."""
+
+    keyword: str
+    word: str
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def compile(cls, keyword: str) -> Keyword:
+        """Whole words for spaced scripts ("api" does not match "rapid"); a trailing * matches any ending
+        ("yatır*" matches "yatırdım", "вывод*" matches "выводом"); substrings for CJK and Hangul."""
+        prefix = keyword.endswith("*")
+        word = fold(keyword.rstrip("*"))
+        if _UNSPACED.search(word):
+            return cls(keyword, word, re.compile(re.escape(word)))
+        return cls(keyword, word, re.compile(rf"(?<!{_WORD_CHAR})" + re.escape(word)
+                                             + ("" if prefix else rf"(?!{_WORD_CHAR})")))
+
+    def found_in(self, folded: str) -> bool:
+        # The substring test first: most keywords are absent, and it costs a fraction of a regex search.
+        return self.word in folded and self.pattern.search(folded) is not None
 
 
 @dataclass(frozen=True)
 class CompiledRule:
     config: RuleConfig
-    subject: tuple[tuple[str, re.Pattern[str]], ...]
-    body: tuple[tuple[str, re.Pattern[str]], ...]
+    subject: tuple[Keyword, ...]
+    body: tuple[Keyword, ...]
 
     @classmethod
     def compile(cls, rule: RuleConfig) -> CompiledRule:
-        return cls(rule, tuple((k, _keyword_pattern(k)) for k in rule.subject),
-                   tuple((k, _keyword_pattern(k)) for k in rule.body))
+        return cls(rule, tuple(map(Keyword.compile, rule.subject)), tuple(map(Keyword.compile, rule.body)))
 
     @property
     def is_fallback(self) -> bool:
         r = self.config
         return not (r.subject or r.body or r.sender or r.identifiers or r.attachment_types)
 
-    def reasons(self, mail: ParsedMail, sender: str | None) -> list[tuple[str, str]]:
-        subject, body = fold(mail.subject), fold(mail.new_text)
-        found = [("subject", f"subject contains {k!r}") for k, p in self.subject if p.search(subject)]
-        found += [("body", f"body contains {k!r}") for k, p in self.body if p.search(body)]
+    def reasons(self, mail: ParsedMail, sender: str | None,
+                folded: tuple[str, str] | None = None) -> list[tuple[str, str]]:
+        """`folded`: the mail's subject and new text through `fold`, when the caller has them already."""
+        subject, body = folded or (fold(mail.subject), fold(mail.new_text))
+        found = [("subject", f"subject contains {k.keyword!r}") for k in self.subject if k.found_in(subject)]
+        found += [("body", f"body contains {k.keyword!r}") for k in self.body if k.found_in(body)]
         found += [("identifier", f"mail carries a {kind}") for kind in self.config.identifiers
                   if mail.identifiers.has(kind)]
         if sender:
@@ -86,8 +101,9 @@ class Router:
 
     def route(self, mail: ParsedMail, sender: str | None) -> RouteDecision:
         best: RouteDecision | None = None
+        folded = fold(mail.subject), fold(mail.new_text)  # once for all the rules
         for rule in self.rules:
-            reasons = rule.reasons(mail, sender)
+            reasons = rule.reasons(mail, sender, folded)
             score = sum(SCORES[kind] for kind, _ in reasons)
             if score and (best is None or score > best.score):
                 best = RouteDecision(rule.config.queue, rule.config.priority, rule.config.name, score,

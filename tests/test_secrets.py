@@ -12,7 +12,7 @@ from mailer.demo.embedded import SmtpSink
 from mailer.demo.samples import BTC_TXID, EVM_TXID, bulk_mail, demo_mails, text_mail
 from mailer.ledger.db import Database, RawMessage, TicketMessage
 from parsing.message import parse
-from parsing.secrets import redact
+from parsing.secrets import MIN_SEED_WORDS, redact
 from tests import dedup_corpus
 from tests.conftest import ConfigFactory, prepared_app
 from tests.servers import Mailbox
@@ -115,6 +115,19 @@ def test_no_false_positives_on_the_ordinary_corpora() -> None:
     flagged = [(s, redact(s).kinds, redact(t).kinds) for s, t in texts if redact(s).found or redact(t).found]
     print(f"\nordinary corpus: {len(texts)} mails, {len(flagged)} flagged")
     assert flagged == []
+
+
+def test_seeds_are_found_anywhere_in_a_long_mail() -> None:
+    # The English check looks up every sixth word first and the CJK patterns read only from the first to the
+    # last CJK character: a phrase must be found at every offset, between long English paragraphs.
+    history = "\n".join(f"> line {i}: lorem ipsum dolor sit amet" for i in range(200))
+    phrase = Mnemonic("english").to_mnemonic(bytes(range(16)))
+    for offset in range(MIN_SEED_WORDS + 1):
+        found = redact(f"{history}\n{'xyzzy ' * offset}{phrase}\n{history}")
+        assert found.kinds == ("seed phrase",) and phrase.split()[5] not in found.text
+    chinese = Mnemonic("chinese_simplified").to_mnemonic(bytes(range(16)))
+    assert redact(f"{history}\n你好，{chinese}\n{history}").kinds == ("seed phrase",)
+    assert redact(f"{history}\n我的助记词是{chinese.replace(' ', '')}\n{history}").kinds == ("seed phrase",)
 
 
 def test_a_seed_phrase_never_reaches_storage(make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink,
