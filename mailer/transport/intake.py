@@ -94,6 +94,7 @@ def connect(config: MailboxConfig, tokens: TokenCache | None = None) -> IMAPClie
                             timeout=SocketTimeout(connect=min(config.timeout, 15.0), read=config.timeout))
         # Small commands back to back: without this, Nagle's algorithm adds ~40 ms to each.
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        quiet_protocol_log(client)
         if config.starttls:
             client.starttls(context)
     except NETWORK_ERRORS as exc:
@@ -107,6 +108,16 @@ def connect(config: MailboxConfig, tokens: TokenCache | None = None) -> IMAPClie
         _logout(client)
         raise
     return client
+
+
+def quiet_protocol_log(client: IMAPClient) -> None:
+    """Stop imaplib formatting every response for a protocol log nobody reads.
+
+    IMAPClient turns imaplib's debug level up to 5 and sends its messages to the `imapclient.imaplib`
+    logger, so imaplib renders each fetched literal with %r before the logger drops it: two transient
+    copies of every mail (60 MB for a 30 MB mail). Left as it is when that logger is enabled for DEBUG."""
+    if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
+        client._imap.debug = 0  # imaplib formats messages only from level 4 up
 
 
 def sign_in(client: IMAPClient, config: MailboxConfig, tokens: TokenCache | None) -> None:
