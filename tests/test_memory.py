@@ -104,3 +104,21 @@ def test_the_imap_protocol_log_stays_when_asked_for(make_config: ConfigFactory, 
         client.logout()
         db.dispose()
     assert any(r.name == "imapclient.imaplib" and "untagged_responses" in r.getMessage() for r in caplog.records)
+
+
+def test_intake_takes_large_mails_a_few_at_a_time(make_config: ConfigFactory, mailbox: Mailbox) -> None:
+    raws = [large_mail(1_500_000 + i) for i in range(4)]  # about 2 MB each
+    mailbox.append(*raws)
+    _, config = make_config()
+    migrate.upgrade(config.database_url)
+    db = Database(config.database_url)
+    stored: list[list[int]] = []
+    intake = MailboxIntake(db, config.mailboxes[0], config.max_message_bytes, stored.append, fetch_bytes=5_000_000)
+    client = intake.connect()
+    try:
+        peak = peak_of(lambda: intake.sync(client))
+    finally:
+        client.logout()
+        db.dispose()
+    assert [len(ids) for ids in stored] == [2, 2]  # one batch of the mailbox, fetched and stored in two parts
+    assert peak < 1.5 * (len(raws[0]) + len(raws[1]))  # never all four at once

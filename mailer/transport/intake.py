@@ -46,6 +46,7 @@ MARK_CHUNK = 500
 MAX_BACKOFF = 60.0
 DB_RETRY = 2.0
 HEADER_LIMIT = 64 * 1024
+FETCH_BYTES = 32 * 1024 * 1024  # a batch is fetched and stored in parts of at most this much mail (or one mail)
 
 _headers = BytesHeaderParser(policy=compat32)
 
@@ -147,8 +148,9 @@ def sign_in(client: IMAPClient, config: MailboxConfig, tokens: TokenCache | None
 class MailboxIntake:
     def __init__(self, db: Database, config: MailboxConfig, max_message_bytes: int,
                  on_stored: Callable[[list[int]], None], sealer: Sealer | None = None,
-                 links: Links | None = None) -> None:
+                 links: Links | None = None, fetch_bytes: int = FETCH_BYTES) -> None:
         self.db, self.config, self.max_message_bytes = db, config, max_message_bytes
+        self.fetch_bytes = fetch_bytes
         self.on_stored = on_stored
         self.sealer = sealer or Sealer([])
         self.links = links or Links()
@@ -180,14 +182,35 @@ class MailboxIntake:
         sizes = {uid: int(data.get(b"RFC822.SIZE", 0)) for uid, data in client.fetch(uids, ["RFC822.SIZE"]).items()}
         stored: list[int] = []
         for batch in chunks(uids, self.config.batch_size):
-            rows = self._fetch_batch(client, batch, sizes)
-            ids = self._store(uidvalidity, rows, max(batch))
-            stored += ids
-            self.on_stored(ids)
+            # Bounded by bytes too: 200 mails of 30 MB would otherwise all be held at once.
+            for part in self._bounded(batch, sizes):
+                ids = self._take(client, uidvalidity, part, sizes)
+                stored += ids
+                self.on_stored(ids)
             metrics.mails_fetched(self.config.name, len(batch))
         metrics.mailbox_synced(self.config.name)
         log.info("%s: stored %d new mails (UID %d..%d)", self.config.name, len(stored), uids[0], uids[-1])
         return stored
+
+    def _take(self, client: IMAPClient, uidvalidity: int, uids: list[int], sizes: dict[int, int]) -> list[int]:
+        """Fetch and store these mails; their bytes are let go on return, before the next part is fetched."""
+        return self._store(uidvalidity, self._fetch_batch(client, uids, sizes), max(uids))
+
+    def _bounded(self, batch: list[int], sizes: dict[int, int]) -> Iterator[list[int]]:
+        """The batch in UID order, cut where the next mail would pass `fetch_bytes` (a mail too large to
+        take in counts as its header)."""
+        part: list[int] = []
+        total = 0
+        for uid in batch:
+            size = sizes.get(uid, 0)
+            size = size if size <= self.max_message_bytes else HEADER_LIMIT
+            if part and total + size > self.fetch_bytes:
+                yield part
+                part, total = [], 0
+            part.append(uid)
+            total += size
+        if part:
+            yield part
 
     def _fetch_batch(self, client: IMAPClient, batch: list[int], sizes: dict[int, int]) -> list[RawMessage]:
         small = [uid for uid in batch if sizes.get(uid, 0) <= self.max_message_bytes]
