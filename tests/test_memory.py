@@ -1,4 +1,5 @@
-"""A large mail costs a small multiple of its size: read from IMAP once, parsed without a copy per character.
+"""A large mail costs a small multiple of its size: read from IMAP once, parsed without a copy per character;
+a long backlog is read a batch at a time.
 
 Python's own allocations are counted with tracemalloc (SQLite's are not), so the bounds are about our
 code and the libraries it calls, not about the allocator. The daemon's figures are in bench/memory.py.
@@ -15,14 +16,14 @@ from email.policy import compat32
 
 import pytest
 
-from mailer.demo.samples import mail_with_attachment
+from mailer.demo.samples import mail_with_attachment, text_mail
 from mailer.ledger import migrate
 from mailer.ledger.db import Database
 from mailer.transport.intake import MailboxIntake
 from parsing.mime import FEED_SLICE, message_from_bytes, read_mime
 from tests.conftest import ConfigFactory
 from tests.mutations import seed_mails
-from tests.servers import Mailbox
+from tests.servers import Dovecot, Mailbox, dovecot_available
 
 
 def large_mail(size: int) -> bytes:
@@ -122,3 +123,25 @@ def test_intake_takes_large_mails_a_few_at_a_time(make_config: ConfigFactory, ma
         db.dispose()
     assert [len(ids) for ids in stored] == [2, 2]  # one batch of the mailbox, fetched and stored in two parts
     assert peak < 1.5 * (len(raws[0]) + len(raws[1]))  # never all four at once
+
+
+@pytest.mark.skipif(not dovecot_available(), reason="needs Dovecot (a server with a short command line)")
+def test_a_backlog_longer_than_the_servers_command_line_is_read(make_config: ConfigFactory) -> None:
+    server = Dovecot(users=1, extra_conf="imap_max_line_length = 1k\n").start()
+    try:
+        mailbox = server.new_mailbox()
+        mailbox.append(*(text_mail(f"c{i} <c{i}@example.net>", "hello", "hi", f"<m{i}@x>") for i in range(400)))
+        _, config = make_config(mailboxes=[{"name": "support", "url": mailbox.url(), "batch_size": 100}])
+        migrate.upgrade(config.database_url)
+        db = Database(config.database_url)
+        stored: list[int] = []
+        intake = MailboxIntake(db, config.mailboxes[0], config.max_message_bytes, stored.extend)
+        client = intake.connect()
+        try:
+            intake.sync(client)  # 400 UIDs in one command line are more than 1 KB
+        finally:
+            client.logout()
+            db.dispose()
+    finally:
+        server.stop()
+    assert len(stored) == 400

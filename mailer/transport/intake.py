@@ -179,9 +179,12 @@ class MailboxIntake:
         if not uids:
             metrics.mailbox_synced(self.config.name)
             return []
-        sizes = {uid: int(data.get(b"RFC822.SIZE", 0)) for uid, data in client.fetch(uids, ["RFC822.SIZE"]).items()}
         stored: list[int] = []
         for batch in chunks(uids, self.config.batch_size):
+            # Sizes a batch at a time: the UIDs of a whole backlog make a command line servers refuse
+            # (Dovecot: "Too long argument" past 64 KB, about 10,000 UIDs), and the mailbox is never read.
+            sizes = {uid: int(data.get(b"RFC822.SIZE", 0))
+                     for uid, data in client.fetch(batch, ["RFC822.SIZE"]).items()}
             # Bounded by bytes too: 200 mails of 30 MB would otherwise all be held at once.
             for part in self._bounded(batch, sizes):
                 ids = self._take(client, uidvalidity, part, sizes)
