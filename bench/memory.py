@@ -116,7 +116,7 @@ class Setup:
     db_path: Path
 
 
-def prepare(backend: Dovecot | Pymap, sink: SmtpSink, customers: int, threads: int) -> Setup:
+def prepare(backend: Dovecot | Pymap, sink: SmtpSink, customers: int, args: argparse.Namespace) -> Setup:
     workdir = Path(tempfile.mkdtemp(prefix="supportd-memory-"))
     mailbox = backend.new_mailbox()
     db_path = workdir / "bench.db"
@@ -125,7 +125,7 @@ def prepare(backend: Dovecot | Pymap, sink: SmtpSink, customers: int, threads: i
         "mailboxes": [{"name": "bench", "url": mailbox.url(), "batch_size": 200}],
         "smtp": {"url": sink.url, "from_address": "support@desk.example"},
         "database": {"url": db_url},
-        "broker": {"worker_threads": threads},
+        "broker": {"worker_threads": args.threads, "reconcile_interval": args.reconcile_interval},
         "desk": {"max_message_bytes": MAX_MESSAGE_BYTES},
         "paths": {"storage": str(workdir / "data")},
     }
@@ -225,7 +225,7 @@ def mb(kb: int) -> str:
 # --- flat: RSS over a long run ----------------------------------------------------------------------
 
 def run_flat(args: argparse.Namespace, backend: Dovecot | Pymap, sink: SmtpSink) -> bool:
-    setup = prepare(backend, sink, args.mails, args.threads)
+    setup = prepare(backend, sink, args.mails, args)
     started = time.perf_counter()
     count, size, how = fill(backend, setup.mailbox, customer_mails(args.mails))
     print(f"IMAP server: {backend.kind}; {count} mails ({size / 1e6:.0f} MB, mean {size / count / 1e3:.1f} KB) "
@@ -305,7 +305,7 @@ def small_mail() -> bytes:
 
 def peak_of_one(args: argparse.Namespace, backend: Dovecot | Pymap, sink: SmtpSink, raw: bytes) -> dict[str, int]:
     """A fresh daemon given one mail: each process's VmHWM (kB) once it is processed and answered."""
-    setup = prepare(backend, sink, 2, args.threads)
+    setup = prepare(backend, sink, 2, args)
     fill(backend, setup.mailbox, [raw])
     daemon, ledger = Daemon(setup.config, args.mmap_threshold), Ledger(setup.db_path)
     try:
@@ -345,6 +345,9 @@ def main() -> int:
     parser.add_argument("--part", choices=["flat", "large", "both"], default="both")
     parser.add_argument("--attachment-mb", type=float, default=22.0)
     parser.add_argument("--threads", type=int, default=4, help="worker threads in the daemon")
+    parser.add_argument("--reconcile-interval", type=float, default=30.0, metavar="SECONDS",
+                        help="[broker] reconcile_interval (default 30, the default); mails pending for twice "
+                             "this are enqueued again, so a backlog longer than that is enqueued every round")
     parser.add_argument("--mmap-threshold", type=int, default=None, metavar="BYTES",
                         help="run the daemon with MALLOC_MMAP_THRESHOLD_=BYTES (glibc)")
     args = parser.parse_args()
@@ -357,7 +360,8 @@ def main() -> int:
             print("--- one large mail against one small mail, each through a fresh daemon ---")
             ok = run_large(args, backend, sink) and ok
         if args.part in ("flat", "both"):
-            print(f"--- RSS every {args.every} of {args.mails} mails ---")
+            print(f"--- RSS every {args.every} of {args.mails} mails; [broker] reconcile_interval = "
+                  f"{args.reconcile_interval:g} s ---")
             ok = run_flat(args, backend, sink) and ok
         return 0 if ok else 1
     finally:
