@@ -46,6 +46,7 @@ MARK_CHUNK = 500
 MAX_BACKOFF = 60.0
 DB_RETRY = 2.0
 HEADER_LIMIT = 64 * 1024
+FETCH_BYTES = 32 * 1024 * 1024  # a batch is fetched and stored in parts of at most this much mail (or one mail)
 
 _headers = BytesHeaderParser(policy=compat32)
 
@@ -94,6 +95,7 @@ def connect(config: MailboxConfig, tokens: TokenCache | None = None) -> IMAPClie
                             timeout=SocketTimeout(connect=min(config.timeout, 15.0), read=config.timeout))
         # Small commands back to back: without this, Nagle's algorithm adds ~40 ms to each.
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        quiet_protocol_log(client)
         if config.starttls:
             client.starttls(context)
     except NETWORK_ERRORS as exc:
@@ -107,6 +109,16 @@ def connect(config: MailboxConfig, tokens: TokenCache | None = None) -> IMAPClie
         _logout(client)
         raise
     return client
+
+
+def quiet_protocol_log(client: IMAPClient) -> None:
+    """Stop imaplib formatting every response for a protocol log nobody reads.
+
+    IMAPClient turns imaplib's debug level up to 5 and sends its messages to the `imapclient.imaplib`
+    logger, so imaplib renders each fetched literal with %r before the logger drops it: two transient
+    copies of every mail (60 MB for a 30 MB mail). Left as it is when that logger is enabled for DEBUG."""
+    if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
+        client._imap.debug = 0  # imaplib formats messages only from level 4 up
 
 
 def sign_in(client: IMAPClient, config: MailboxConfig, tokens: TokenCache | None) -> None:
@@ -136,8 +148,9 @@ def sign_in(client: IMAPClient, config: MailboxConfig, tokens: TokenCache | None
 class MailboxIntake:
     def __init__(self, db: Database, config: MailboxConfig, max_message_bytes: int,
                  on_stored: Callable[[list[int]], None], sealer: Sealer | None = None,
-                 links: Links | None = None) -> None:
+                 links: Links | None = None, fetch_bytes: int = FETCH_BYTES) -> None:
         self.db, self.config, self.max_message_bytes = db, config, max_message_bytes
+        self.fetch_bytes = fetch_bytes
         self.on_stored = on_stored
         self.sealer = sealer or Sealer([])
         self.links = links or Links()
@@ -166,17 +179,41 @@ class MailboxIntake:
         if not uids:
             metrics.mailbox_synced(self.config.name)
             return []
-        sizes = {uid: int(data.get(b"RFC822.SIZE", 0)) for uid, data in client.fetch(uids, ["RFC822.SIZE"]).items()}
         stored: list[int] = []
         for batch in chunks(uids, self.config.batch_size):
-            rows = self._fetch_batch(client, batch, sizes)
-            ids = self._store(uidvalidity, rows, max(batch))
-            stored += ids
-            self.on_stored(ids)
+            # Sizes a batch at a time: the UIDs of a whole backlog make a command line servers refuse
+            # (Dovecot: "Too long argument" past 64 KB, about 10,000 UIDs), and the mailbox is never read.
+            sizes = {uid: int(data.get(b"RFC822.SIZE", 0))
+                     for uid, data in client.fetch(batch, ["RFC822.SIZE"]).items()}
+            # Bounded by bytes too: 200 mails of 30 MB would otherwise all be held at once.
+            for part in self._bounded(batch, sizes):
+                ids = self._take(client, uidvalidity, part, sizes)
+                stored += ids
+                self.on_stored(ids)
             metrics.mails_fetched(self.config.name, len(batch))
         metrics.mailbox_synced(self.config.name)
         log.info("%s: stored %d new mails (UID %d..%d)", self.config.name, len(stored), uids[0], uids[-1])
         return stored
+
+    def _take(self, client: IMAPClient, uidvalidity: int, uids: list[int], sizes: dict[int, int]) -> list[int]:
+        """Fetch and store these mails; their bytes are let go on return, before the next part is fetched."""
+        return self._store(uidvalidity, self._fetch_batch(client, uids, sizes), max(uids))
+
+    def _bounded(self, batch: list[int], sizes: dict[int, int]) -> Iterator[list[int]]:
+        """The batch in UID order, cut where the next mail would pass `fetch_bytes` (a mail too large to
+        take in counts as its header)."""
+        part: list[int] = []
+        total = 0
+        for uid in batch:
+            size = sizes.get(uid, 0)
+            size = size if size <= self.max_message_bytes else HEADER_LIMIT
+            if part and total + size > self.fetch_bytes:
+                yield part
+                part, total = [], 0
+            part.append(uid)
+            total += size
+        if part:
+            yield part
 
     def _fetch_batch(self, client: IMAPClient, batch: list[int], sizes: dict[int, int]) -> list[RawMessage]:
         small = [uid for uid in batch if sizes.get(uid, 0) <= self.max_message_bytes]
