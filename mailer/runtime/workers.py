@@ -34,6 +34,9 @@ FIRST_BATCH = 10
 SEND_BATCH = 50
 # dramatiq runs lower numbers first: replies go out while a backlog of mail is still being processed.
 SEND_PRIORITY, PROCESS_PRIORITY = 0, 10
+# Threads that only send, beside the configured ones that process: a reply never waits for a thread that
+# is busy with a later batch (all of them are, at the start of a burst, waiting on the parsing pool).
+SEND_THREADS = 2
 
 
 def make_broker(config: BrokerConfig) -> dramatiq.Broker:
@@ -53,7 +56,7 @@ class Workers:
     def __init__(self, app: App) -> None:
         self.app = app
         self.broker = make_broker(app.config.broker)
-        self._worker: dramatiq.Worker | None = None
+        self._workers: list[dramatiq.Worker] = []
         self.progress = threading.Event()  # set whenever a batch was processed or sent (for `run --once`)
         self.broker_down = False  # set when an enqueue failed; the daemon then re-derives the work
         # Transient failures (the database away) are retried by dramatiq; the reconciler catches the rest.
@@ -125,14 +128,21 @@ class Workers:
         return True
 
     def start(self, threads: int) -> None:
-        if threads > 0 and self._worker is None:
+        if threads > 0 and not self._workers:
             if self.app.cpu is None:  # with a parsing pool, its processes detect languages, not this one
                 load_models()
-            self._worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
-            self._worker.start()
+            self._workers = [
+                dramatiq.Worker(self.broker, queues={PROCESS_QUEUE}, worker_threads=threads, worker_timeout=100),
+                dramatiq.Worker(self.broker, queues={SEND_QUEUE}, worker_threads=SEND_THREADS, worker_timeout=100)]
+            for worker in self._workers:
+                worker.start()
+
+    def threads(self) -> list[threading.Thread]:
+        """The worker threads of this process (processing and sending), for the health check."""
+        return [thread for worker in self._workers for thread in worker.workers]
 
     def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.stop(timeout=30_000)
-            self._worker = None
+        for worker in self._workers:  # processing first: the replies of its last batches are sent after
+            worker.stop(timeout=30_000)
+        self._workers = []
         self.broker.close()
