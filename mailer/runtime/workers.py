@@ -70,10 +70,29 @@ class Workers:
         self.sla_actor = dramatiq.actor(self._check_sla, broker=self.broker, actor_name="supportd_sla",
                                         queue_name=PROCESS_QUEUE, max_retries=0)
 
-    def _process(self, raw_ids: list[int]) -> None:
-        results = runner.process(self.app, raw_ids)
-        self.enqueue_send(outbox_id for result in results for outbox_id in result.outbox_ids)
+    def _process(self, raw_ids: list[int], answer_first: bool = False) -> None:
+        if answer_first:
+            self._process_and_answer(raw_ids)
+        else:
+            results = runner.process(self.app, raw_ids)
+            self.enqueue_send(outbox_id for result in results for outbox_id in result.outbox_ids)
         self.progress.set()
+
+    def _process_and_answer(self, raw_ids: list[int]) -> None:
+        """The first batch after a quiet spell: its replies go out before any later batch writes.
+
+        A later batch's write holds the ledger for a few hundred milliseconds; between this batch's commit
+        and its replies' claim, and again before their mark, the first customers would wait for it."""
+        app = self.app
+        with app.batch_order.taken_up(min(raw_ids)):  # later batches wait for this one to end, replies too
+            results = runner.process(app, raw_ids)
+            outbox_ids = [outbox_id for result in results for outbox_id in result.outbox_ids]
+            try:
+                for start in range(0, len(outbox_ids), SEND_BATCH):
+                    self._send(outbox_ids[start:start + SEND_BATCH])
+            except Exception as exc:  # the sending actor retries what could not be sent here
+                log.warning("sending at once failed (%s: %s); the replies are queued", type(exc).__name__, exc)
+                self.enqueue_send(outbox_ids)
 
     def _send(self, outbox_ids: list[int] | int) -> None:
         ids = [outbox_ids] if isinstance(outbox_ids, int) else outbox_ids  # one id: a message from before
@@ -98,11 +117,13 @@ class Workers:
         bounds = [0, *range(FIRST_BATCH, len(ids), PROCESS_BATCH)] if len(ids) > FIRST_BATCH else [0]
         # The embedded broker's batches are all taken up here, so their order is known from now on.
         order = self.app.batch_order if self.app.config.broker.embedded else None
+        quiet = order is not None and order.idle()  # nothing in hand: this is the first batch of a burst
         for start, end in zip(bounds, [*bounds[1:], len(ids)], strict=True):
             batch = ids[start:end]
             if order is not None:
                 order.expect(min(batch))
-            if not self._post(self.process_actor, batch):
+            answer_first = (True,) if quiet and start == 0 else ()  # (never for remote workers)
+            if not self._post(self.process_actor, batch, *answer_first):
                 if order is not None:
                     order.forget(min(batch))
                 return

@@ -88,6 +88,11 @@ class BatchOrder:
             self._keys[key] += 1
             self._expected[key] += 1
 
+    def idle(self) -> bool:
+        """No batch enqueued or taken up that has not been written yet."""
+        with self._changed:
+            return not self._keys
+
     def forget(self, key: int) -> None:
         """An expected batch that was not enqueued after all."""
         with self._changed:
