@@ -82,7 +82,10 @@ class Workers:
         """The first batch after a quiet spell: its replies go out before any later batch writes.
 
         A later batch's write holds the ledger for a few hundred milliseconds; between this batch's commit
-        and its replies' claim, and again before their mark, the first customers would wait for it."""
+        and its replies' claim, and again before their mark, the first customers would wait for it. (A mail
+        the runner writes again alone after a Message-ID collision waits for this hold, at most ORDER_WAIT;
+        with the embedded broker this process orders every write, so only a batch that waited out
+        ORDER_WAIT can collide.)"""
         app = self.app
         with app.batch_order.taken_up(min(raw_ids)):  # later batches wait for this one to end, replies too
             results = runner.process(app, raw_ids)
