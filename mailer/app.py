@@ -7,22 +7,26 @@ import os
 import secrets
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from mailer.config import Config, SlaPolicy
 from mailer.ledger.crypto import Sealer
 from mailer.ledger.db import Database, Ticket
 from mailer.ledger.directory import Directory, build_directory
 from mailer.ledger.store import ContentStore
+from mailer.runtime.pool import PreparePool
 from mailer.stages.compose import Sender
-from mailer.stages.prepare import BatchOrder, PreparePool
+from mailer.stages.prepare import BatchOrder
 from mailer.transport.dkim import DkimSigner
 from mailer.transport.links import Links
 from mailer.transport.sentlog import SentLog
 from mailer.transport.smtp import SmtpClient
-from routing.help import HelpIndex
 from routing.rules import Router
 from sla.calendar import BusinessCalendar
 from templates import Renderer
+
+if TYPE_CHECKING:  # imported with the first [help] index: its BM25 library (and numpy) cost 0.1 s at start
+    from routing.help import HelpIndex
 
 
 @dataclass
@@ -68,6 +72,8 @@ class App:
         help_config = self.config.help
         if help_config is None:
             return None
+        from routing.help import HelpIndex
+
         return HelpIndex(help_config.articles, help_config.min_score, help_config.max_suggestions)
 
     @cached_property

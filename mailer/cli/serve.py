@@ -10,10 +10,11 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from mailer.cli.common import EXIT_FAILED, EXIT_OK, UserError, open_app, warn
+from mailer.cli.common import EXIT_FAILED, EXIT_OK, UserError, load, open_app, warn
 
 if TYPE_CHECKING:  # the CLI imports the heavy modules only for the command that runs
     from mailer.app import App
+    from mailer.config import Config
 
 
 def _on_signals(handler: Callable[[], None]) -> None:
@@ -31,13 +32,14 @@ def _on_reload(handler: Callable[[], None]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    config = load(args)
+    warn(config, logged=True)
+    if not config.mailboxes and not (config.lmtp_listen and not args.once):
+        raise UserError(f"{config.source}: mailboxes: no [[mailboxes]] (or [lmtp] listen) configured, "
+                        "nothing to read")
+    app = _open_with_pool(args, config)
     from mailer.runtime.daemon import Daemon, DaemonError
 
-    app = open_app(args)
-    warn(app.config, logged=True)
-    if not app.config.mailboxes and not (app.config.lmtp_listen and not args.once):
-        raise UserError(f"{app.config.source}: mailboxes: no [[mailboxes]] (or [lmtp] listen) configured, "
-                        "nothing to read")
     daemon = Daemon(app)
     if args.once:
         try:
@@ -53,6 +55,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     _on_reload(daemon.request_reload)
     daemon.run()
     return EXIT_OK
+
+
+def _open_with_pool(args: argparse.Namespace, config: Config) -> App:
+    """The App, with its parsing processes started before anything else.
+
+    They take about a second to load the parsers and language models; started first, that second passes
+    while this process imports the daemon, upgrades the database and signs in to its mailboxes."""
+    from mailer.runtime.pool import start_for
+
+    cpu = start_for(config)
+    try:
+        app = open_app(args)
+    except BaseException:
+        if cpu is not None:
+            cpu.close()
+        raise
+    app.cpu = cpu
+    return app
 
 
 def cmd_lmtp(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ mailboxes hold now, waits until every resulting reply is sent, marks the mails o
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -19,12 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.app import App
 from mailer.ledger.db import Outbox, RawMessage, utcnow
-from mailer.runtime import lease, metrics, reconcile
+from mailer.runtime import lease, metrics, pool, reconcile
 from mailer.runtime.reload import ReloadRefused, reloaded, retire
 from mailer.runtime.service import Service
 from mailer.runtime.workers import Workers
 from mailer.stages.escalate import escalate, recompute_if_changed
-from mailer.stages.prepare import PreparePool
 from mailer.transport.intake import NETWORK_ERRORS, MailboxIntake
 from mailer.transport.lmtp import start_listener
 from mailer.transport.tls import LinkError
@@ -67,8 +65,8 @@ class Daemon:
     def _start(self) -> None:
         recompute_if_changed(self.app)
         _ = self.app.help_index  # index the knowledge base now, not on the first mail
-        if self.app.config.broker.embedded and (os.cpu_count() or 1) > 1:
-            self.app.cpu = PreparePool().start()  # every core parses; this process writes the ledger and sends
+        if self.app.cpu is None:  # `supportd run` started it before anything else
+            self.app.cpu = pool.start_for(self.app.config)  # every core parses; this one writes and sends
         self.workers.start(self.app.config.broker.worker_threads)
         # An embedded broker's queue died with the previous process: everything unfinished is ours again.
         self._enqueue(reconcile.at_start(self.app, reclaim_all_sending=self.app.config.broker.embedded))

@@ -57,10 +57,9 @@ class Service:
 
 
 def workers_check(workers: Workers) -> Check:
-    worker = getattr(workers, "_worker", None)
-    if worker is None:
+    threads = workers.threads()
+    if not threads:
         return Check(True, "no worker threads in this process")
-    threads = list(getattr(worker, "workers", ()))
     dead = sum(not thread.is_alive() for thread in threads)
     if dead:
         return Check(False, f"{dead} of {len(threads)} worker threads died")

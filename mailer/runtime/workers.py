@@ -34,6 +34,9 @@ FIRST_BATCH = 10
 SEND_BATCH = 50
 # dramatiq runs lower numbers first: replies go out while a backlog of mail is still being processed.
 SEND_PRIORITY, PROCESS_PRIORITY = 0, 10
+# Threads that only send, beside the configured ones that process: a reply never waits for a thread that
+# is busy with a later batch (all of them are, at the start of a burst, waiting on the parsing pool).
+SEND_THREADS = 2
 
 
 def make_broker(config: BrokerConfig) -> dramatiq.Broker:
@@ -53,7 +56,7 @@ class Workers:
     def __init__(self, app: App) -> None:
         self.app = app
         self.broker = make_broker(app.config.broker)
-        self._worker: dramatiq.Worker | None = None
+        self._workers: list[dramatiq.Worker] = []
         self.progress = threading.Event()  # set whenever a batch was processed or sent (for `run --once`)
         self.broker_down = False  # set when an enqueue failed; the daemon then re-derives the work
         # Transient failures (the database away) are retried by dramatiq; the reconciler catches the rest.
@@ -67,10 +70,32 @@ class Workers:
         self.sla_actor = dramatiq.actor(self._check_sla, broker=self.broker, actor_name="supportd_sla",
                                         queue_name=PROCESS_QUEUE, max_retries=0)
 
-    def _process(self, raw_ids: list[int]) -> None:
-        results = runner.process(self.app, raw_ids)
-        self.enqueue_send(outbox_id for result in results for outbox_id in result.outbox_ids)
+    def _process(self, raw_ids: list[int], answer_first: bool = False) -> None:
+        if answer_first:
+            self._process_and_answer(raw_ids)
+        else:
+            results = runner.process(self.app, raw_ids)
+            self.enqueue_send(outbox_id for result in results for outbox_id in result.outbox_ids)
         self.progress.set()
+
+    def _process_and_answer(self, raw_ids: list[int]) -> None:
+        """The first batch after a quiet spell: its replies go out before any later batch writes.
+
+        A later batch's write holds the ledger for a few hundred milliseconds; between this batch's commit
+        and its replies' claim, and again before their mark, the first customers would wait for it. (A mail
+        the runner writes again alone after a Message-ID collision waits for this hold, at most ORDER_WAIT;
+        with the embedded broker this process orders every write, so only a batch that waited out
+        ORDER_WAIT can collide.)"""
+        app = self.app
+        with app.batch_order.taken_up(min(raw_ids)):  # later batches wait for this one to end, replies too
+            results = runner.process(app, raw_ids)
+            outbox_ids = [outbox_id for result in results for outbox_id in result.outbox_ids]
+            try:
+                for start in range(0, len(outbox_ids), SEND_BATCH):
+                    self._send(outbox_ids[start:start + SEND_BATCH])
+            except Exception as exc:  # the sending actor retries what could not be sent here
+                log.warning("sending at once failed (%s: %s); the replies are queued", type(exc).__name__, exc)
+                self.enqueue_send(outbox_ids)
 
     def _send(self, outbox_ids: list[int] | int) -> None:
         ids = [outbox_ids] if isinstance(outbox_ids, int) else outbox_ids  # one id: a message from before
@@ -95,11 +120,13 @@ class Workers:
         bounds = [0, *range(FIRST_BATCH, len(ids), PROCESS_BATCH)] if len(ids) > FIRST_BATCH else [0]
         # The embedded broker's batches are all taken up here, so their order is known from now on.
         order = self.app.batch_order if self.app.config.broker.embedded else None
+        quiet = order is not None and order.idle()  # nothing in hand: this is the first batch of a burst
         for start, end in zip(bounds, [*bounds[1:], len(ids)], strict=True):
             batch = ids[start:end]
             if order is not None:
                 order.expect(min(batch))
-            if not self._post(self.process_actor, batch):
+            answer_first = (True,) if quiet and start == 0 else ()  # (never for remote workers)
+            if not self._post(self.process_actor, batch, *answer_first):
                 if order is not None:
                     order.forget(min(batch))
                 return
@@ -125,14 +152,21 @@ class Workers:
         return True
 
     def start(self, threads: int) -> None:
-        if threads > 0 and self._worker is None:
+        if threads > 0 and not self._workers:
             if self.app.cpu is None:  # with a parsing pool, its processes detect languages, not this one
                 load_models()
-            self._worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
-            self._worker.start()
+            self._workers = [
+                dramatiq.Worker(self.broker, queues={PROCESS_QUEUE}, worker_threads=threads, worker_timeout=100),
+                dramatiq.Worker(self.broker, queues={SEND_QUEUE}, worker_threads=SEND_THREADS, worker_timeout=100)]
+            for worker in self._workers:
+                worker.start()
+
+    def threads(self) -> list[threading.Thread]:
+        """The worker threads of this process (processing and sending), for the health check."""
+        return [thread for worker in self._workers for thread in worker.workers]
 
     def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.stop(timeout=30_000)
-            self._worker = None
+        for worker in self._workers:  # processing first: the replies of its last batches are sent after
+            worker.stop(timeout=30_000)
+        self._workers = []
         self.broker.close()

@@ -2,19 +2,16 @@
 
 Parsing, redaction and the identifiers are pure functions of the raw bytes, so they run before the
 pipeline takes the database's write lock and, in the embedded daemon, in a pool of worker processes
-(the database writes stay in one place). The `parse` and `redact` stages take the prepared result when
-there is one and do the work themselves otherwise: a mail that fails here fails there again, in its
-own stage, and goes to quarantine with that stage's name.
+(`mailer.runtime.pool`; the database writes stay in one place). The `parse` and `redact` stages take the
+prepared result when there is one and do the work themselves otherwise: a mail that fails here fails
+there again, in its own stage, and goes to quarantine with that stage's name.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -56,48 +53,19 @@ def prepare(raw: bytes, drop_raw_with_secrets: bool) -> Prepared | None:
         return None
 
 
-def _prepare_chunk(raws: Sequence[bytes], drop: bool) -> list[Prepared | None]:
+def prepare_chunk(raws: Sequence[bytes], drop: bool) -> list[Prepared | None]:
+    """`prepare` for each mail: the task a process of the daemon's pool (`mailer.runtime.pool`) runs."""
     return [prepare(raw, drop) for raw in raws]
 
 
-class PreparePool:
-    """Worker processes for `prepare`; one per core but the one the writing process keeps busy by default
-    (each loads the parsers and language models: about 200 MB).
+_SAMPLE = (b"From: Customer <customer@example.net>\r\nTo: support@example.com\r\nSubject: Deposit not credited\r\n"
+           b"Message-ID: <warm-up@example.net>\r\n\r\nHello, my deposit has not arrived yet.\r\n")
 
-    Every batch goes to the pool, however small (shipping one mail costs about a millisecond): the writing
-    process then never detects a language, so it never loads the models and keeps their memory free."""
 
-    def __init__(self, processes: int | None = None) -> None:
-        self.processes = processes or max((os.cpu_count() or 1) - 1, 1)
-        self._executor: ProcessPoolExecutor | None = None
-
-    def start(self) -> PreparePool:
-        """Start the processes now (they take a second to import the parsers), not with the first mails."""
-        executor = self._started()
-        for _ in range(self.processes):
-            executor.submit(_prepare_chunk, [], False)
-        return self
-
-    def _started(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            # spawn, not fork: the daemon has threads (and locks) that a forked child would inherit mid-use.
-            self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=load_models)
-        return self._executor
-
-    def prepare_many(self, raws: list[bytes], drop: bool) -> list[Prepared | None]:
-        if not raws:
-            return []
-        executor = self._started()
-        size = -(-len(raws) // self.processes)
-        chunks = [raws[i:i + size] for i in range(0, len(raws), size)]
-        futures = [executor.submit(_prepare_chunk, chunk, drop) for chunk in chunks]
-        return [item for future in futures for item in future.result()]
-
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(cancel_futures=True)
-            self._executor = None
+def warm_up() -> None:
+    """Load the language models and parse one mail now, so that the first real mail pays for neither."""
+    load_models()
+    prepare(_SAMPLE, drop_raw_with_secrets=False)
 
 
 class BatchOrder:
@@ -119,6 +87,11 @@ class BatchOrder:
         with self._changed:
             self._keys[key] += 1
             self._expected[key] += 1
+
+    def idle(self) -> bool:
+        """No batch enqueued or taken up that has not been written yet."""
+        with self._changed:
+            return not self._keys
 
     def forget(self, key: int) -> None:
         """An expected batch that was not enqueued after all."""

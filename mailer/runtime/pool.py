@@ -1,0 +1,80 @@
+"""The embedded daemon's parsing processes: `prepare` on every core but the one that writes the ledger.
+
+Each process loads the parsers and the language models before its first mail, which takes about a
+second. `supportd run` starts them first thing, so that second passes while the daemon itself imports,
+reads its config and signs in to its mailboxes, not between its first fetch and its first reply. This
+module imports none of the parsers for that reason: starting the processes costs the daemon a spawn.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailer.config import Config
+    from mailer.stages.prepare import Prepared
+
+
+class PreparePool:
+    """Worker processes for `prepare`; one per core but the one the writing process keeps busy by default
+    (each loads the parsers and language models: about 200 MB).
+
+    Every batch goes to the pool, however small (shipping one mail costs about a millisecond): the writing
+    process then never detects a language, so it never loads the models and keeps their memory free."""
+
+    def __init__(self, processes: int | None = None) -> None:
+        self.processes = processes or max((os.cpu_count() or 1) - 1, 1)
+        self._executor: ProcessPoolExecutor | None = None
+
+    def start(self) -> PreparePool:
+        """Start the processes now, not with the first mails: each is spawned when a task finds none idle."""
+        executor = self._started()
+        for _ in range(self.processes):
+            executor.submit(_started_up)
+        return self
+
+    def _started(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            # spawn, not fork: the daemon has threads (and locks) that a forked child would inherit mid-use.
+            self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_load_parsers)
+        return self._executor
+
+    def prepare_many(self, raws: list[bytes], drop: bool) -> list[Prepared | None]:
+        if not raws:
+            return []
+        from mailer.stages.prepare import prepare_chunk  # long imported here by the pipeline's runner
+
+        executor = self._started()
+        size = -(-len(raws) // self.processes)
+        chunks = [raws[i:i + size] for i in range(0, len(raws), size)]
+        futures = [executor.submit(prepare_chunk, chunk, drop) for chunk in chunks]
+        return [item for future in futures for item in future.result()]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
+
+
+def start_for(config: Config) -> PreparePool | None:
+    """The pool a daemon with this config parses in: with the embedded broker and more than one core.
+
+    Otherwise the process that runs the pipeline parses itself (`supportd worker` processes scale out)."""
+    if config.broker.embedded and (os.cpu_count() or 1) > 1:
+        return PreparePool().start()
+    return None
+
+
+def _load_parsers() -> None:
+    """In each process, before its first task: the parsers, the language models, one mail parsed."""
+    from mailer.stages.prepare import warm_up
+
+    warm_up()
+
+
+def _started_up() -> None:
+    """Nothing: one per process from `start`, so that each is spawned (and loads the parsers) at once."""
