@@ -81,13 +81,13 @@ class Daemon:
         return timedelta(seconds=2 * self.reconcile_every)
 
     def _reconcile(self, settled_for: timedelta) -> None:
-        self._enqueue(reconcile.overdue(self.app, settled_for=settled_for))
+        self._enqueue(reconcile.overdue(self.app, settled_for=settled_for), recovered=True)
 
-    def _enqueue(self, work: reconcile.Unfinished) -> None:
-        if work.raw_ids or work.outbox_ids:
-            log.info("re-enqueuing %d mails and %d replies from the ledger", len(work.raw_ids), len(work.outbox_ids))
-        self.workers.enqueue_process(work.raw_ids)
+    def _enqueue(self, work: reconcile.Unfinished, *, recovered: bool = False) -> None:
+        queued = self.workers.enqueue_process(work.raw_ids, recovered=recovered)
         self.workers.enqueue_send(work.outbox_ids)
+        if queued or work.outbox_ids:
+            log.info("re-enqueuing %d mails and %d replies from the ledger", queued, len(work.outbox_ids))
 
     def _shutdown(self) -> None:
         self.workers.stop()

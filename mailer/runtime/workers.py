@@ -59,6 +59,9 @@ class Workers:
         self._workers: list[dramatiq.Worker] = []
         self.progress = threading.Event()  # set whenever a batch was processed or sent (for `run --once`)
         self.broker_down = False  # set when an enqueue failed; the daemon then re-derives the work
+        # Embedded broker: mails enqueued here and not yet through, so the reconciler never queues them twice.
+        self._in_hand: set[int] = set()
+        self._in_hand_lock = threading.Lock()
         # Transient failures (the database away) are retried by dramatiq; the reconciler catches the rest.
         self.process_actor = dramatiq.actor(self._process, broker=self.broker, actor_name="supportd_process",
                                             queue_name=PROCESS_QUEUE, max_retries=20, min_backoff=500,
@@ -71,11 +74,15 @@ class Workers:
                                         queue_name=PROCESS_QUEUE, max_retries=0)
 
     def _process(self, raw_ids: list[int], answer_first: bool = False) -> None:
-        if answer_first:
-            self._process_and_answer(raw_ids)
-        else:
-            results = runner.process(self.app, raw_ids)
-            self.enqueue_send(outbox_id for result in results for outbox_id in result.outbox_ids)
+        try:
+            if answer_first:
+                self._process_and_answer(raw_ids)
+            else:
+                results = runner.process(self.app, raw_ids)
+                self.enqueue_send(outbox_id for result in results for outbox_id in result.outbox_ids)
+        finally:
+            with self._in_hand_lock:
+                self._in_hand.difference_update(raw_ids)
         self.progress.set()
 
     def _process_and_answer(self, raw_ids: list[int]) -> None:
@@ -112,14 +119,18 @@ class Workers:
     def _check_sla(self) -> None:
         self.enqueue_send(escalate(self.app, utcnow()))
 
-    def enqueue_process(self, raw_ids: Iterable[int]) -> None:
-        ids = list(raw_ids)
+    def enqueue_process(self, raw_ids: Iterable[int], *, recovered: bool = False) -> int:
+        """Queue mails for processing in batches. `recovered`: mails the reconciler found still pending
+        (their message was lost or its retries ran out); with the embedded broker those still queued here
+        are left alone, and the rest promise no order: a later batch must never wait for them to come up.
+        Returns how many mails were queued."""
+        ids = self._not_in_hand(raw_ids)
         if not ids:
-            return
+            return 0
         # A small first batch: the first customers of a burst are answered without waiting for a full one.
         bounds = [0, *range(FIRST_BATCH, len(ids), PROCESS_BATCH)] if len(ids) > FIRST_BATCH else [0]
         # The embedded broker's batches are all taken up here, so their order is known from now on.
-        order = self.app.batch_order if self.app.config.broker.embedded else None
+        order = self.app.batch_order if self.app.config.broker.embedded and not recovered else None
         quiet = order is not None and order.idle()  # nothing in hand: this is the first batch of a burst
         for start, end in zip(bounds, [*bounds[1:], len(ids)], strict=True):
             batch = ids[start:end]
@@ -129,7 +140,18 @@ class Workers:
             if not self._post(self.process_actor, batch, *answer_first):
                 if order is not None:
                     order.forget(min(batch))
-                return
+                with self._in_hand_lock:  # not queued after all: the reconciler must find them again
+                    self._in_hand.difference_update(ids[start:])
+                return start
+        return len(ids)
+
+    def _not_in_hand(self, raw_ids: Iterable[int]) -> list[int]:
+        if not self.app.config.broker.embedded:
+            return list(raw_ids)  # remote workers' progress is not seen here: the ledger decides
+        with self._in_hand_lock:
+            ids = [raw_id for raw_id in raw_ids if raw_id not in self._in_hand]
+            self._in_hand.update(ids)
+        return ids
 
     def enqueue_send(self, outbox_ids: Iterable[int]) -> None:
         ids = list(outbox_ids)
