@@ -62,8 +62,10 @@ def _open_with_pool(args: argparse.Namespace, config: Config) -> App:
 
     They take about a second to load the parsers and language models; started first, that second passes
     while this process imports the daemon, upgrades the database and signs in to its mailboxes."""
+    from mailer.runtime.allocator import return_large_buffers
     from mailer.runtime.pool import start_for
 
+    return_large_buffers()  # before the pool starts: its processes inherit the setting
     cpu = start_for(config)
     try:
         app = open_app(args)
@@ -102,10 +104,12 @@ def cmd_lmtp(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import threading
 
+    from mailer.runtime.allocator import return_large_buffers
     from mailer.runtime.reload import reload_workers, retire
     from mailer.runtime.service import Service
     from mailer.runtime.workers import Workers
 
+    return_large_buffers()
     app = open_app(args, upgrade=False)
     if app.config.broker.embedded:
         raise UserError(f"{app.config.source}: broker.url: is \"embedded\"; `supportd worker` needs a Redis or "

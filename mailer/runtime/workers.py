@@ -52,10 +52,18 @@ def make_broker(config: BrokerConfig) -> dramatiq.Broker:
     return RabbitmqBroker(url=config.url)
 
 
+class _SecondWorkerNotice(logging.Filter):
+    """dramatiq warns when a second Worker joins a broker; ours is deliberate (sending has threads of its own)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "same type twice" not in record.getMessage()
+
+
 class Workers:
     def __init__(self, app: App) -> None:
         self.app = app
         self.broker = make_broker(app.config.broker)
+        self.broker.logger.addFilter(_SecondWorkerNotice())
         self._workers: list[dramatiq.Worker] = []
         self.progress = threading.Event()  # set whenever a batch was processed or sent (for `run --once`)
         self.broker_down = False  # set when an enqueue failed; the daemon then re-derives the work
