@@ -11,11 +11,14 @@ import email
 import logging
 import random
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email.policy import compat32
 
 import pytest
+from imapclient import IMAPClient
 
+from mailer.config import Config
 from mailer.demo.samples import mail_with_attachment, text_mail
 from mailer.ledger import migrate
 from mailer.ledger.db import Database
@@ -72,21 +75,28 @@ def test_reading_a_large_mail_costs_about_twice_its_size() -> None:
     assert peak_of(lambda: read_mime(raw)) < 3 * len(raw)
 
 
-def test_intake_holds_one_copy_of_a_fetched_mail(make_config: ConfigFactory, mailbox: Mailbox) -> None:
-    raw = large_mail(4_000_000)
-    mailbox.append(raw)
-    _, config = make_config()
+@contextmanager
+def connected_intake(config: Config) -> Iterator[tuple[MailboxIntake, IMAPClient, list[int]]]:
+    """The intake of the config's first mailbox on a migrated ledger, signed in; the raw ids it stored."""
     migrate.upgrade(config.database_url)
     db = Database(config.database_url)
     stored: list[int] = []
     intake = MailboxIntake(db, config.mailboxes[0], config.max_message_bytes, stored.extend)
     client = intake.connect()
     try:
-        # imaplib used to render the literal with %r for a debug log nobody had enabled: two more copies.
-        assert peak_of(lambda: intake.sync(client)) < 1.5 * len(raw)
+        yield intake, client, stored
     finally:
         client.logout()
         db.dispose()
+
+
+def test_intake_holds_one_copy_of_a_fetched_mail(make_config: ConfigFactory, mailbox: Mailbox) -> None:
+    raw = large_mail(4_000_000)
+    mailbox.append(raw)
+    _, config = make_config()
+    with connected_intake(config) as (intake, client, stored):
+        # imaplib used to render the literal with %r for a debug log nobody had enabled: two more copies.
+        assert peak_of(lambda: intake.sync(client)) < 1.5 * len(raw)
     assert len(stored) == 1
 
 
@@ -132,16 +142,8 @@ def test_a_backlog_longer_than_the_servers_command_line_is_read(make_config: Con
         mailbox = server.new_mailbox()
         mailbox.append(*(text_mail(f"c{i} <c{i}@example.net>", "hello", "hi", f"<m{i}@x>") for i in range(400)))
         _, config = make_config(mailboxes=[{"name": "support", "url": mailbox.url(), "batch_size": 100}])
-        migrate.upgrade(config.database_url)
-        db = Database(config.database_url)
-        stored: list[int] = []
-        intake = MailboxIntake(db, config.mailboxes[0], config.max_message_bytes, stored.extend)
-        client = intake.connect()
-        try:
+        with connected_intake(config) as (intake, client, stored):
             intake.sync(client)  # 400 UIDs in one command line are more than 1 KB
-        finally:
-            client.logout()
-            db.dispose()
     finally:
         server.stop()
     assert len(stored) == 400

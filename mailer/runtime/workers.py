@@ -186,7 +186,10 @@ class Workers:
             if self.app.cpu is None:  # with a parsing pool, its processes detect languages, not this one
                 load_models()
             self._workers = [
-                dramatiq.Worker(self.broker, queues={PROCESS_QUEUE}, worker_threads=threads, worker_timeout=100),
+                # Processing threads take replies too, before any batch (priority): under a backlog, two
+                # sending threads alone fall behind the four that write.
+                dramatiq.Worker(self.broker, queues={PROCESS_QUEUE, SEND_QUEUE}, worker_threads=threads,
+                                worker_timeout=100),
                 dramatiq.Worker(self.broker, queues={SEND_QUEUE}, worker_threads=SEND_THREADS, worker_timeout=100)]
             for worker in self._workers:
                 worker.start()
