@@ -1,21 +1,30 @@
-"""Ticket numbers handed out before the row is written, so a batch writes its new tickets in one INSERT.
+"""Row numbers handed out before the rows are written, so a batch writes each table in one statement.
 
 A new ticket's number is needed at once (the acknowledgement's subject, Message-ID and reply address
-carry it), but flushing each ticket to learn it cost a statement and a unit-of-work round per mail.
-PostgreSQL hands out the next value of the table's own sequence, as the INSERT would have; SQLite's
-writing transaction holds the database's write lock from its BEGIN IMMEDIATE (mailer.ledger.db), so
-the highest number written plus what this transaction already handed out cannot be taken by anyone else.
+carry it), and flushing each ticket to learn it cost a statement and a unit-of-work round per mail.
+PostgreSQL hands out the next value of the table's own sequence, as the INSERT would have.
+
+SQLite's writing transaction holds the database's write lock from its BEGIN IMMEDIATE (mailer.ledger.db),
+so the highest number written plus what this transaction already handed out cannot be taken by anyone
+else. There, every new row of the tables below is numbered at the flush too: SQLite's RETURNING gives
+the rows in no promised order, so rows the database numbers are inserted one statement each, while rows
+that carry their numbers go in one executemany. Every row of these tables that the ORM adds is numbered
+here, so a number handed out can never meet one SQLite chose; TicketEvent rows, written in bulk by Core
+statements without numbers, are not among them.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session
+from typing import Any
 
-from mailer.ledger.db import Ticket
+from sqlalchemy import event, func, select, text
+from sqlalchemy.orm import Session, SessionTransaction
 
-_NEXT = "supportd_next_ticket_id"  # session.info key: SQLite's next free number in this transaction
+from mailer.ledger.db import Attachment, Outbox, Rating, Review, Ticket, TicketMessage
+
+_NEXT = "supportd_next_ids"  # session.info key: SQLite's next free number per table in this transaction
 _PG_NEXT = text("SELECT nextval(pg_get_serial_sequence('tickets', 'id'))")
+NUMBERED_AT_FLUSH = (TicketMessage, Outbox, Attachment, Rating, Review, Ticket)
 
 
 def new_ticket_id(session: Session) -> int | None:
@@ -25,9 +34,30 @@ def new_ticket_id(session: Session) -> int | None:
         return int(session.scalar(_PG_NEXT))
     if dialect != "sqlite":
         return None
-    number = session.info.get(_NEXT)
+    return _next_sqlite(session, Ticket)
+
+
+def _next_sqlite(session: Session, model: type[Any]) -> int:
+    numbers: dict[type[Any], int] = session.info.setdefault(_NEXT, {})
+    number = numbers.get(model)
     if number is None:
-        session.flush()  # a ticket added without a number by someone else in this transaction counts too
-        number = (session.scalar(select(func.max(Ticket.id))) or 0) + 1
-    session.info[_NEXT] = number + 1
+        # Rows already flushed in this transaction count: the maximum is read inside it.
+        number = (session.connection().scalar(select(func.max(model.id))) or 0) + 1
+    numbers[model] = number + 1
     return number
+
+
+@event.listens_for(Session, "before_flush")
+def _number_new_rows(session: Session, _context: Any, _instances: Any) -> None:
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    for row in session.new:
+        if isinstance(row, NUMBERED_AT_FLUSH) and row.id is None:
+            row.id = _next_sqlite(session, type(row))
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_numbers(session: Session, transaction: SessionTransaction) -> None:
+    """Outside the transaction (and its write lock) the numbers mean nothing: another writer may take them."""
+    if transaction.parent is None:
+        session.info.pop(_NEXT, None)

@@ -24,7 +24,6 @@ from mailer.runtime.service import Service
 from mailer.runtime.workers import Workers
 from mailer.stages.escalate import escalate, recompute_if_changed
 from mailer.transport.intake import NETWORK_ERRORS, MailboxIntake
-from mailer.transport.lmtp import start_listener
 from mailer.transport.tls import LinkError
 
 log = logging.getLogger(__name__)
@@ -166,6 +165,8 @@ class Daemon:
         listener = None
         if self.app.config.lmtp_listen:
             host, port = self.app.config.lmtp_listen
+            from mailer.transport.lmtp import start_listener  # aiosmtpd and asyncio: only with [lmtp]
+
             listener = start_listener(self.app, host, port, self.workers.enqueue_process)
         threads = [threading.Thread(target=self._serve_mailbox, args=(intake,), name=f"intake-{intake.config.name}",
                                     daemon=True) for intake in self.intakes]

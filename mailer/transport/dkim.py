@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import dkim as dkimpy
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     from mailer.config import DkimConfig
+
+# dkimpy (and the DNS resolver it imports) and cryptography load only where a key is read or a mail
+# signed: a daemon without [dkim] starts without them.
 
 SIGNED_HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "MIME-Version",
                   "Content-Type", "Auto-Submitted", "Reply-To")
@@ -26,6 +27,9 @@ MIN_BITS = 1024
 
 
 def _load(path: Path) -> rsa.RSAPrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError(f"is a {type(key).__name__}, not an RSA key")
@@ -47,6 +51,8 @@ def key_problem(path: Path) -> str | None:
 
 def public_key_b64(path: Path) -> str:
     """The `p=` value: the public key as DER SubjectPublicKeyInfo, base64."""
+    from cryptography.hazmat.primitives import serialization
+
     der = _load(path).public_key().public_bytes(serialization.Encoding.DER,
                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(der).decode("ascii")
@@ -72,6 +78,8 @@ class DkimSigner:
 
     def sign(self, raw: bytes) -> bytes:
         """`raw` with a DKIM-Signature header in front."""
+        import dkim as dkimpy
+
         signature = dkimpy.sign(raw, self.selector.encode(), self.domain.encode(), self.key_pem,
                                 canonicalize=(b"relaxed", b"relaxed"),
                                 include_headers=[h.encode() for h in SIGNED_HEADERS])

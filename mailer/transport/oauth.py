@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import requests
-
 from mailer.config import OAuthConfig
 from mailer.transport.tls import LinkError, client_context
 
@@ -120,7 +118,7 @@ class MicrosoftClientCredentials:
                               "thumbprint": config.certificate_thumbprint}
             else:
                 credential = _env(config.client_secret_env)
-            http = _Session()
+            http = _http_session()
             if config.ca_file is not None:
                 http.verify = str(config.ca_file)
             known = urlsplit(config.authority or "").hostname in MICROSOFT_HOSTS
@@ -144,13 +142,19 @@ class MicrosoftClientCredentials:
         self._app = None  # msal caches tokens inside the application; a new one asks the server
 
 
-class _Session(requests.Session):
-    """A requests session whose `verify` (our ca_file) wins over REQUESTS_CA_BUNDLE in the environment."""
+def _http_session() -> Any:
+    """A requests session whose `verify` (our ca_file) wins over REQUESTS_CA_BUNDLE in the environment.
 
-    def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        settings: dict[str, Any] = super().merge_environment_settings(*args, **kwargs)
-        settings["verify"] = self.verify
-        return settings
+    requests is imported here, with msal: a daemon without Microsoft 365 never loads either."""
+    import requests
+
+    class _Session(requests.Session):
+        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            settings: dict[str, Any] = super().merge_environment_settings(*args, **kwargs)
+            settings["verify"] = self.verify
+            return settings
+
+    return _Session()
 
 
 class CommandToken:
