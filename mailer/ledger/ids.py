@@ -20,11 +20,11 @@ from typing import Any
 from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session, SessionTransaction
 
-from mailer.ledger.db import Attachment, Outbox, Rating, Review, Ticket, TicketMessage
+from mailer.ledger.db import Attachment, Outbox, Rating, RawMessage, Review, Ticket, TicketMessage
 
 _NEXT = "supportd_next_ids"  # session.info key: SQLite's next free number per table in this transaction
 _PG_NEXT = text("SELECT nextval(pg_get_serial_sequence('tickets', 'id'))")
-NUMBERED_AT_FLUSH = (TicketMessage, Outbox, Attachment, Rating, Review, Ticket)
+NUMBERED_AT_FLUSH = (RawMessage, TicketMessage, Outbox, Attachment, Rating, Review, Ticket)
 
 
 def new_ticket_id(session: Session) -> int | None:

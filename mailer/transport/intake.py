@@ -65,7 +65,10 @@ def raw_row(mailbox: str, uid: int, raw: bytes, sealer: Sealer) -> RawMessage:
 
 def _header_block(raw: bytes) -> bytes:
     """The bytes up to the first empty line: the header parser would otherwise decode the whole mail."""
-    end = min((at for at in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if at >= 0), default=len(raw))
+    crlf = raw.find(b"\r\n\r\n")
+    # A bare-LF blank line counts only before the first CRLF one: no second search through the body.
+    lf = raw.find(b"\n\n", 0, crlf if crlf >= 0 else len(raw))
+    end = min((at for at in (crlf, lf) if at >= 0), default=len(raw))
     return raw[:end + 2]
 
 
