@@ -1,34 +1,81 @@
-"""Parse and redact ahead of the write transaction, on every core: the CPU part of a mail's processing.
+"""Parse, redact and screen ahead of the write transaction, on every core: the CPU part of a mail's processing.
 
-Parsing, redaction and the identifiers are pure functions of the raw bytes, so they run before the
-pipeline takes the database's write lock and, in the embedded daemon, in a pool of worker processes
-(`mailer.runtime.pool`; the database writes stay in one place). The `parse` and `redact` stages take the
-prepared result when there is one and do the work themselves otherwise: a mail that fails here fails
-there again, in its own stage, and goes to quarantine with that stage's name.
+Parsing, redaction, the identifiers and the attachments' verdicts are pure functions of the raw bytes, so
+they run before the pipeline takes the database's write lock and, in the embedded daemon, in a pool of
+worker processes (`mailer.runtime.pool`). Each reads the raw mails it is given by id from a read snapshot
+of its own and stores the accepted attachments in the content store itself, so that a mail's bytes
+never travel between processes: what comes back is the parsed mail without its attachments' content.
+The database writes stay in one place. The `parse` and `redact` stages take the prepared result when
+there is one and do the work themselves otherwise: a mail that fails here fails there again, in its own
+stage, and goes to quarantine with that stage's name.
+
+A stored attachment whose mail never gets a ticket (spam, a duplicate, a crash before the commit) is a
+file no row references; retention removes those (`mailer.ledger.retention`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
+from sqlalchemy import select
+
+from mailer.ledger.crypto import Sealer
+from mailer.ledger.db import Database, RawMessage
+from mailer.ledger.store import ContentStore
+from parsing.attachments import Limits, Verdict, screen
 from parsing.identifiers import extract_identifiers
 from parsing.language import load_models
 from parsing.message import ParsedMail, parse, without_body
 from parsing.normalize import content_hash
 from parsing.secrets import redact
 
+if TYPE_CHECKING:
+    from mailer.config import Config
+    from mailer.runtime.pool import LedgerSettings
+
 ORDER_WAIT = 30.0  # seconds a batch waits at most for earlier ones to write first
 
 
 @dataclass(frozen=True)
 class Prepared:
-    mail: ParsedMail  # already redacted
+    mail: ParsedMail  # already redacted; its attachments without their content (stored when accepted)
     secrets: tuple[str, ...]  # kinds of secret found (never the values)
     raw_without_secrets: bytes | None  # the raw mail to keep instead, when it held secrets and they are dropped
+    verdicts: tuple[Verdict, ...] = ()  # one per attachment: its type by content, and why it is refused
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What preparing follows from the config; sent with every batch, so a reload applies to the next one."""
+
+    drop_raw_with_secrets: bool
+    limits: Limits
+
+    @classmethod
+    def of(cls, config: Config) -> Rules:
+        return cls(config.raw_with_secrets == "drop", config.attachments)
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Where preparing reads raw mail and stores attachments: the App's own parts, or a pool process's."""
+
+    db: Database
+    sealer: Sealer
+    store: ContentStore
+    max_message_bytes: int
+
+    @classmethod
+    def opened(cls, settings: LedgerSettings) -> Ledger:
+        """A pool process's own connection and store, built as `mailer.app.App` builds its own."""
+        sealer = Sealer.from_env(settings.encryption_keys_env)
+        return cls(Database(settings.database_url), sealer, ContentStore(settings.storage_dir / "attachments", sealer),
+                   settings.max_message_bytes)
 
 
 def redact_mail(mail: ParsedMail) -> tuple[ParsedMail, tuple[str, ...]]:
@@ -43,19 +90,59 @@ def redact_mail(mail: ParsedMail) -> tuple[ParsedMail, tuple[str, ...]]:
                    content_hash=content_hash(subject.text, new_text.text)), secrets
 
 
-def prepare(raw: bytes, drop_raw_with_secrets: bool) -> Prepared | None:
-    """Parsed and redacted, or None when that fails (the stages then report the failure)."""
+def prepare(raw: bytes, rules: Rules, keep: Callable[[bytes], object]) -> Prepared | None:
+    """Parsed, redacted and its attachments screened (the accepted ones handed to `keep`, the content
+    store), or None when that fails (the stages then report the failure)."""
     try:
         mail, secrets = redact_mail(parse(raw))
-        stripped = without_body(raw, secrets) if secrets and drop_raw_with_secrets else None
-        return Prepared(mail, secrets, stripped)
+        stripped = without_body(raw, secrets) if secrets and rules.drop_raw_with_secrets else None
+        verdicts = screen(mail.attachments, rules.limits, keep)
+        return Prepared(without_attachment_content(mail), secrets, stripped, verdicts)
     except Exception:  # reported by the stage that meets it again
         return None
 
 
-def prepare_chunk(raws: Sequence[bytes], drop: bool) -> list[Prepared | None]:
-    """`prepare` for each mail: the task a process of the daemon's pool (`mailer.runtime.pool`) runs."""
-    return [prepare(raw, drop) for raw in raws]
+def without_attachment_content(mail: ParsedMail) -> ParsedMail:
+    if not mail.attachments:
+        return mail
+    return replace(mail, attachments=tuple(replace(part, content=None) for part in mail.attachments))
+
+
+def prepare_stored(ledger: Ledger, raw_ids: Iterable[int], rules: Rules) -> list[tuple[int, Prepared]]:
+    """`prepare` for each stored mail still pending, read by id in one query from a read snapshot. The rows
+    are taken as the loop reaches them (SQLite steps its cursor), so a large mail's bytes are held once,
+    while it is prepared. Mails too large, finished already or that fail are left out: their stages meet
+    them and decide."""
+    done = []
+    with ledger.db.reading() as session:
+        rows = session.execute(select(RawMessage.id, RawMessage.raw).where(
+            RawMessage.id.in_(list(raw_ids)), RawMessage.status == "pending",
+            RawMessage.size <= ledger.max_message_bytes))
+        for raw_id, raw in rows:
+            try:
+                raw = ledger.sealer.open(raw)  # rebound: the sealed copy goes at once
+            except Exception:  # the parse stage meets it again and quarantines the mail
+                continue
+            result = prepare(raw, rules, ledger.store.put)
+            del raw
+            if result is not None:
+                done.append((raw_id, result))
+    return done
+
+
+_pool_ledger: Ledger | None = None  # in a pool process: its own connection and store (open_pool_ledger)
+
+
+def open_pool_ledger(settings: LedgerSettings) -> None:
+    global _pool_ledger
+    _pool_ledger = Ledger.opened(settings)
+
+
+def prepare_in_pool(raw_ids: list[int], rules: Rules) -> list[tuple[int, Prepared]]:
+    """The task a process of the daemon's pool (`mailer.runtime.pool`) runs: ids in, prepared mails out."""
+    if _pool_ledger is None:
+        raise RuntimeError("the pool process has no ledger: its initializer did not run")
+    return prepare_stored(_pool_ledger, raw_ids, rules)
 
 
 _SAMPLE = (b"From: Customer <customer@example.net>\r\nTo: support@example.com\r\nSubject: Deposit not credited\r\n"
@@ -65,7 +152,11 @@ _SAMPLE = (b"From: Customer <customer@example.net>\r\nTo: support@example.com\r\
 def warm_up() -> None:
     """Load the language models and parse one mail now, so that the first real mail pays for neither."""
     load_models()
-    prepare(_SAMPLE, drop_raw_with_secrets=False)
+    prepare(_SAMPLE, Rules(drop_raw_with_secrets=False, limits=Limits()), _nowhere)
+
+
+def _nowhere(content: bytes) -> None:
+    """The warm-up mail has no attachment: nothing is ever kept."""
 
 
 class BatchOrder:
