@@ -18,14 +18,14 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
-
-from sqlalchemy import select
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from mailer.ledger.crypto import Sealer
-from mailer.ledger.db import Database, RawMessage
 from mailer.ledger.store import ContentStore
 from parsing.attachments import Limits, Verdict, screen
 from parsing.identifiers import extract_identifiers
@@ -61,21 +61,24 @@ class Rules:
         return cls(config.raw_with_secrets == "drop", config.attachments)
 
 
+# (raw id, sealed bytes) of the given ids still pending and not above max_message_bytes, from one snapshot.
+PendingRaws = Callable[[list[int]], AbstractContextManager[Iterable[tuple[int, bytes]]]]
+
+
 @dataclass(frozen=True)
 class Ledger:
     """Where preparing reads raw mail and stores attachments: the App's own parts, or a pool process's."""
 
-    db: Database
+    pending_raws: PendingRaws
     sealer: Sealer
     store: ContentStore
-    max_message_bytes: int
 
     @classmethod
     def opened(cls, settings: LedgerSettings) -> Ledger:
-        """A pool process's own connection and store, built as `mailer.app.App` builds its own."""
+        """A pool process's own reader and store, built as `mailer.app.App` builds its own."""
         sealer = Sealer.from_env(settings.encryption_keys_env)
-        return cls(Database(settings.database_url), sealer, ContentStore(settings.storage_dir / "attachments", sealer),
-                   settings.max_message_bytes)
+        return cls(partial(_read_pending, settings.database_url, settings.max_message_bytes), sealer,
+                   ContentStore(settings.storage_dir / "attachments", sealer))
 
 
 def redact_mail(mail: ParsedMail) -> tuple[ParsedMail, tuple[str, ...]]:
@@ -108,16 +111,15 @@ def without_attachment_content(mail: ParsedMail) -> ParsedMail:
     return replace(mail, attachments=tuple(replace(part, content=None) for part in mail.attachments))
 
 
-def prepare_stored(ledger: Ledger, raw_ids: Iterable[int], rules: Rules) -> list[tuple[int, Prepared]]:
+def prepare_stored(ledger: Ledger, raw_ids: list[int], rules: Rules) -> list[tuple[int, Prepared]]:
     """`prepare` for each stored mail still pending, read by id in one query from a read snapshot. The rows
     are taken as the loop reaches them (SQLite steps its cursor), so a large mail's bytes are held once,
     while it is prepared. Mails too large, finished already or that fail are left out: their stages meet
     them and decide."""
-    done = []
-    with ledger.db.reading() as session:
-        rows = session.execute(select(RawMessage.id, RawMessage.raw).where(
-            RawMessage.id.in_(list(raw_ids)), RawMessage.status == "pending",
-            RawMessage.size <= ledger.max_message_bytes))
+    done: list[tuple[int, Prepared]] = []
+    if not raw_ids:
+        return done
+    with ledger.pending_raws(raw_ids) as rows:
         for raw_id, raw in rows:
             try:
                 raw = ledger.sealer.open(raw)  # rebound: the sealed copy goes at once
@@ -128,6 +130,43 @@ def prepare_stored(ledger: Ledger, raw_ids: Iterable[int], rules: Rules) -> list
             if result is not None:
                 done.append((raw_id, result))
     return done
+
+
+PENDING_RAWS = "SELECT id, raw FROM raw_messages WHERE id IN ({ids}) AND status = 'pending' AND size <= {max}"
+
+
+@contextmanager
+def _read_pending(database_url: str, max_message_bytes: int,
+                  raw_ids: list[int]) -> Iterator[Iterable[tuple[int, bytes]]]:
+    """A pool process reads with the database driver alone, on a connection of its own for the batch: no
+    SQLAlchemy to import in each process (about 20 MB and 0.2 s of its start), no connection to keep alive."""
+    sqlite = database_url.startswith("sqlite")
+    mark = "?" if sqlite else "%s"
+    query = PENDING_RAWS.format(ids=", ".join([mark] * len(raw_ids)), max=mark)
+    with closing(_connect_sqlite(database_url) if sqlite else _connect_postgres(database_url)) as connection:
+        cursor = connection.cursor()
+        cursor.execute(query, [*raw_ids, max_message_bytes])
+        yield ((raw_id, bytes(raw)) for raw_id, raw in cursor)
+
+
+def _connect_sqlite(database_url: str) -> Any:
+    import sqlite3
+
+    path = database_url.partition(":///")[2].partition("?")[0]
+    if not path or path == ":memory:":
+        raise ValueError(f"{database_url}: a database in memory cannot be read by another process")
+    # Autocommit: the one SELECT is its own snapshot under WAL, beside the writer; query_only: it never writes.
+    connection = sqlite3.connect(f"file:{quote(str(Path(path).absolute()))}", uri=True, timeout=60,
+                                 isolation_level=None)
+    connection.execute("PRAGMA query_only = ON")
+    return connection
+
+
+def _connect_postgres(database_url: str) -> Any:
+    import psycopg
+
+    where = database_url.partition("://")[2]  # postgresql+psycopg:// is SQLAlchemy's name, not libpq's
+    return psycopg.connect(f"postgresql://{where}", autocommit=True)
 
 
 _pool_ledger: Ledger | None = None  # in a pool process: its own connection and store (open_pool_ledger)

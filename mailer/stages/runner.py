@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import traceback
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError
@@ -151,8 +153,17 @@ def prepare_batch(app: App, raw_ids: list[int]) -> dict[int, Prepared]:
     rules = Rules.of(app.config)
     if app.cpu is not None:
         return dict(app.cpu.prepare_many(raw_ids, rules))
-    ledger = Ledger(app.db, app.sealer, app.store, app.config.max_message_bytes)
+    ledger = Ledger(partial(_pending_raws, app), app.sealer, app.store)
     return dict(prepare_stored(ledger, raw_ids, rules))
+
+
+@contextmanager
+def _pending_raws(app: App, raw_ids: list[int]) -> Iterator[Iterable[tuple[int, bytes]]]:
+    """The batch's mails still pending and not too large, from a read snapshot (the pool reads its own)."""
+    with app.db.reading() as session:
+        yield session.execute(select(RawMessage.id, RawMessage.raw).where(
+            RawMessage.id.in_(raw_ids), RawMessage.status == "pending",
+            RawMessage.size <= app.config.max_message_bytes))
 
 
 def _run_stages(app: App, session: Session, raw_id: int, raw: RawMessage | None, prepared: Prepared | None,
