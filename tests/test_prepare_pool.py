@@ -27,9 +27,10 @@ SCREENSHOT = tiny_png(8, 8)
 PROGRAM = b"MZ\x90\x00" + bytes(200)
 
 
-def _encrypted_desk(make_config: ConfigFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Config, App]:
+def _encrypted_desk(make_config: ConfigFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                    url: str | None = None) -> tuple[Config, App]:
     monkeypatch.setenv("SUPPORTD_TEST_KEYS", Fernet.generate_key().decode())
-    _, config = make_config(encryption={"keys_env": "SUPPORTD_TEST_KEYS"})
+    _, config = make_config(url, encryption={"keys_env": "SUPPORTD_TEST_KEYS"})
     return config, prepared_app(config, tmp_path)
 
 
@@ -66,13 +67,17 @@ def _check(app: App, prepared: dict[int, Prepared], ids: list[int]) -> None:
     assert not app.store.path_for(program.sha256).exists()  # a refused file is never stored
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_the_pool_reads_mails_by_id_and_stores_their_attachments(make_config: ConfigFactory, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    config, app = _encrypted_desk(make_config, tmp_path, monkeypatch)
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 request: pytest.FixtureRequest, database: str) -> None:
+    url = request.getfixturevalue("pg_url") if database == "postgresql" else None
+    config, app = _encrypted_desk(make_config, tmp_path, monkeypatch, url)
     ids = _store(app, *_mails())
     pool = PreparePool(LedgerSettings.of(config), processes=1)
     try:
         prepared = dict(pool.prepare_many(ids, Rules.of(config)))
+        assert dict(pool.prepare_many(ids, Rules.of(config))).keys() == prepared.keys()  # the connection kept
     finally:
         pool.close()
         app.close()
