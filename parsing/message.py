@@ -61,7 +61,7 @@ class ParsedMail:
     date: datetime | None
     in_reply_to: str | None
     references: tuple[str, ...]
-    text: str  # the whole body as text (HTML converted when there is no text part)
+    text: str  # the whole body as text (HTML converted when there is no text part); "" once prepared ahead
     new_text: str  # without quoted replies and signature
     has_html: bool
     attachments: tuple[ParsedAttachment, ...]

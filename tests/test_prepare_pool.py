@@ -57,6 +57,7 @@ def _mails() -> tuple[tuple[bytes, str], ...]:
 def _check(app: App, prepared: dict[int, Prepared], ids: list[int]) -> None:
     shot, tool, _ = ids
     assert set(prepared) == {shot, tool}  # a finished mail is not prepared again
+    assert prepared[shot].mail.new_text.startswith("Screenshot attached.")
     part = prepared[shot].mail.attachments[0]
     assert (part.content, part.size, prepared[shot].verdicts[0].detected_type) == (None, len(SCREENSHOT), "image/png")
     assert prepared[shot].verdicts[0].refused is None

@@ -99,15 +99,17 @@ def prepare(raw: bytes, rules: Rules, keep: Callable[[bytes], object]) -> Prepar
         mail, secrets = redact_mail(parse(raw))
         stripped = without_body(raw, secrets) if secrets and rules.drop_raw_with_secrets else None
         verdicts = screen(mail.attachments, rules.limits, keep)
-        return Prepared(without_attachment_content(mail), secrets, stripped, verdicts)
+        return Prepared(shipped(mail), secrets, stripped, verdicts)
     except Exception:  # reported by the stage that meets it again
         return None
 
 
-def without_attachment_content(mail: ParsedMail) -> ParsedMail:
-    if not mail.attachments:
-        return mail
-    return replace(mail, attachments=tuple(replace(part, content=None) for part in mail.attachments))
+def shipped(mail: ParsedMail) -> ParsedMail:
+    """The mail as the stages after redaction read it: without the attachments' content (stored already)
+    and without the whole body, quoted history included (`text`: redaction read it, the stages read
+    `new_text`). That body was 98 % of what a mail of the benchmark's sent back to the writing process."""
+    attachments = tuple(replace(part, content=None) for part in mail.attachments)
+    return replace(mail, text="", attachments=attachments)
 
 
 def prepare_stored(ledger: Ledger, raw_ids: list[int], rules: Rules) -> list[tuple[int, Prepared]]:
