@@ -1,10 +1,13 @@
 """Preparing ahead: the parsing pool is given raw ids, reads the mails from the ledger itself and stores the
 accepted attachments in the content store, so that no mail's bytes cross a pipe; retention removes the
-stored files that no message came to reference."""
+stored files that no message came to reference; the pool's processes end with a daemon killed outright."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from mailer.demo.samples import mail_with_attachment, tiny_png
 from mailer.ledger.crypto import PREFIX
 from mailer.ledger.db import utcnow
 from mailer.ledger.retention import FILE_GRACE_SECONDS, purge
-from mailer.runtime.pool import LedgerSettings, PreparePool
+from mailer.runtime.pool import PARENT_CHECK_SECONDS, LedgerSettings, PreparePool
 from mailer.stages.prepare import Prepared, Rules
 from mailer.stages.runner import prepare_batch
 from mailer.transport.intake import raw_row
@@ -110,3 +113,29 @@ def test_retention_removes_stored_files_no_message_references(make_config: Confi
         app.close()
     assert not app.store.path_for(settled).exists()
     assert app.store.path_for(fresh).exists()  # may belong to a mail whose transaction is still open
+
+
+OWNER = """
+import multiprocessing, sys, time
+from pathlib import Path
+from mailer.runtime.pool import PARENT_CHECK_SECONDS, LedgerSettings, PreparePool
+pool = PreparePool(LedgerSettings(sys.argv[1], Path(sys.argv[2]), 1 << 20, None), processes=1).start()
+while not multiprocessing.active_children():
+    time.sleep(0.05)
+print(*(child.pid for child in multiprocessing.active_children()), flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_pool_exits_with_a_daemon_killed_outright(sqlite_url: str, tmp_path: Path) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, sqlite_url, str(tmp_path)], stdout=subprocess.PIPE,
+                             text=True, cwd=Path(__file__).resolve().parents[1])
+    assert owner.stdout is not None
+    children = [int(pid) for pid in owner.stdout.readline().split()]
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    owner.stdout.close()
+    deadline = time.monotonic() + 4 * PARENT_CHECK_SECONDS + 5
+    while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert children and not any(Path(f"/proc/{pid}").exists() for pid in children)

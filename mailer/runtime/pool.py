@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mailer.config import Config
     from mailer.stages.prepare import Prepared, Rules
+
+
+PARENT_CHECK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class PreparePool:
         if self._executor is None:
             # spawn, not fork: the daemon has threads (and locks) that a forked child would inherit mid-use.
             self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_load_parsers, initargs=(self.ledger,))
+                                                 initializer=_load_parsers, initargs=(os.getpid(), self.ledger))
         return self._executor
 
     def prepare_many(self, raw_ids: list[int], rules: Rules) -> list[tuple[int, Prepared]]:
@@ -92,12 +97,21 @@ def start_for(config: Config) -> PreparePool | None:
     return None
 
 
-def _load_parsers(ledger: LedgerSettings) -> None:
+def _load_parsers(daemon: int, ledger: LedgerSettings) -> None:
     """In each process, before its first task: its ledger, the parsers, the language models, one mail parsed."""
+    threading.Thread(target=_exit_with, args=(daemon,), name="exit-with-daemon", daemon=True).start()
     from mailer.stages.prepare import open_pool_ledger, warm_up
 
     open_pool_ledger(ledger)
     warm_up()
+
+
+def _exit_with(daemon: int) -> None:
+    """A daemon killed outright (SIGKILL, OOM) never shuts its pool down, and the processes, which wait on a
+    queue their siblings also hold open, would wait for ever with their memory and database connection."""
+    while os.getppid() == daemon:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _started_up() -> None:
