@@ -45,7 +45,7 @@ class Prepared:
     mail: ParsedMail  # already redacted; its attachments without their content (stored when accepted)
     secrets: tuple[str, ...]  # kinds of secret found (never the values)
     raw_without_secrets: bytes | None  # the raw mail to keep instead, when it held secrets and they are dropped
-    verdicts: tuple[Verdict, ...] = ()  # one per attachment: its type by content, and why it is refused
+    verdicts: tuple[Verdict, ...]  # one per attachment: its type by content, and why it is refused
 
 
 @dataclass(frozen=True)
