@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from parsing.message import ParsedAttachment
 
 MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -107,6 +112,23 @@ def judge(filename: str, content: bytes, limits: Limits) -> Verdict:
         if problem:
             return Verdict(kind, problem)
     return Verdict(kind, None)
+
+
+def screen(parts: Sequence[ParsedAttachment], limits: Limits, keep: Callable[[bytes], object]) -> tuple[Verdict, ...]:
+    """Judge a mail's attachments and hand the content of each accepted one to `keep` (the content store).
+
+    One verdict per attachment, in order; those past `limits.max_count` are refused whatever they hold."""
+    verdicts = []
+    for index, part in enumerate(parts):
+        if part.content is None:
+            raise ValueError(f"attachment {part.filename!r} was screened already: its content is gone")
+        verdict = judge(part.filename, part.content, limits)
+        if verdict.refused is None and index >= limits.max_count:
+            verdict = Verdict(verdict.detected_type, f"more than {limits.max_count} attachments")
+        if verdict.refused is None:
+            keep(part.content)
+        verdicts.append(verdict)
+    return tuple(verdicts)
 
 
 def _inspect_archive(content: bytes, limits: Limits, depth: int, budget: list[int]) -> str | None:

@@ -41,13 +41,10 @@ class Address:
 @dataclass(frozen=True)
 class ParsedAttachment:
     filename: str  # for display only: directory parts and control characters removed
-    content_type: str
-    content: bytes = field(repr=False)
+    content_type: str  # as declared by the sender
+    content: bytes | None = field(repr=False)  # None once screened and stored (mailer/stages/prepare.py)
     sha256: str
-
-    @property
-    def size(self) -> int:
-        return len(self.content)
+    size: int
 
 
 @dataclass(frozen=True)
@@ -64,7 +61,7 @@ class ParsedMail:
     date: datetime | None
     in_reply_to: str | None
     references: tuple[str, ...]
-    text: str  # the whole body as text (HTML converted when there is no text part)
+    text: str  # the whole body as text (HTML converted when there is no text part); "" once prepared ahead
     new_text: str  # without quoted replies and signature
     has_html: bool
     attachments: tuple[ParsedAttachment, ...]
@@ -182,6 +179,7 @@ def _attachments(found: tuple[RawAttachment, ...]) -> tuple[ParsedAttachment, ..
         content_type="".join(ch for ch in item.content_type.lower() if ch.isprintable())[:255],
         content=item.content,
         sha256=hashlib.sha256(item.content).hexdigest(),
+        size=len(item.content),
     ) for item in found)
 
 

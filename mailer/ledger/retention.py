@@ -6,6 +6,9 @@ Three rules, each "keep N days" (see `RetentionConfig`):
   mail fetched again is still recognised as a duplicate.
 - attachments: a message's reference to a file is released; the file leaves the content store only when
   no reference is left (the same SHA-256 may belong to many messages).
+  Files no reference ever held go too, whatever the rules, once they are an hour old: attachments are
+  stored while the mail is prepared, before the pipeline decides whether it becomes a ticket, so a
+  spam mail, a duplicate or a crash before the commit leaves such files (mailer/stages/prepare.py).
 - closed tickets: anonymised, not deleted. The number, queue, dates and the audit trail stay (an
   exchange must show what it did and when); bodies, subjects, the customer's address, identifiers,
   sent mail and the addresses in events go. Message-IDs stay, again for deduplication.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -83,6 +86,7 @@ class PurgeReport:
     attachments: int = 0  # references released
     files: int = 0  # content files that leave the store
     files_kept: int = 0  # unreferenced but used within the hour: kept with their references for a later run
+    unreferenced_files: int = 0  # of `files`: those no message referenced (stored for a mail left without one)
     tickets: int = 0  # anonymised
     cutoffs: dict[str, datetime | None] = field(default_factory=dict)
 
@@ -109,6 +113,12 @@ def purge(db: Database, store: ContentStore, retention: RetentionConfig, now: da
         report.files += removed
         report.files_kept += held + len(files) - removed
         tick("attachments", report.attachments)
+    for stray in _unreferenced_files(db, store, batch_size):
+        removed = _remove_files(db, store, stray) if apply else len(stray)
+        report.files += removed
+        report.unreferenced_files += removed
+        report.files_kept += len(stray) - removed
+        tick("unreferenced files", report.unreferenced_files)
     if cutoffs.closed_tickets is not None:
         for count in _batches(db, apply, lambda s, after: _ticket_batch(s, cutoffs, now, after, batch_size, apply)):
             report.tickets += count
@@ -251,6 +261,31 @@ def _remove_files(db: Database, store: ContentStore, shas: list[str]) -> int:
             aside.unlink()
             removed += 1
     return removed
+
+
+def _unreferenced_files(db: Database, store: ContentStore, batch_size: int) -> Iterator[list[str]]:
+    """In batches: the hashes of stored files past the grace period that no live reference holds."""
+    settled = [sha for sha in _stored_hashes(store) if not _recently_used(store, sha)]
+    for start in range(0, len(settled), batch_size):
+        batch = settled[start:start + batch_size]
+        with db.reading() as session:
+            held = set(session.scalars(select(Attachment.sha256).where(
+                Attachment.sha256.in_(batch), Attachment.purged_at.is_(None), Attachment.refused_reason.is_(None))))
+        stray = [sha for sha in batch if sha not in held]
+        if stray:
+            yield stray
+
+
+def _stored_hashes(store: ContentStore) -> list[str]:
+    """The hashes the store holds a file for (anything else under its directory is not its own)."""
+    hashes = []
+    for path in store.paths():
+        try:
+            if store.path_for(path.name) == path:
+                hashes.append(path.name)
+        except ValueError:
+            continue
+    return hashes
 
 
 # --- closed tickets ---------------------------------------------------------------------------------

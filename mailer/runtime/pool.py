@@ -4,18 +4,44 @@ Each process loads the parsers and the language models before its first mail, wh
 second. `supportd run` starts them first thing, so that second passes while the daemon itself imports,
 reads its config and signs in to its mailboxes, not between its first fetch and its first reply. This
 module imports none of the parsers for that reason: starting the processes costs the daemon a spawn.
+
+The daemon sends raw ids, not mails: each process reads the bytes from its own read-only connection to
+the ledger (SQLite in WAL mode lets it read beside the writer) and stores accepted attachments in the
+content store itself, so a large mail is held by one process at a time and crosses no pipe.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mailer.config import Config
-    from mailer.stages.prepare import Prepared
+    from mailer.stages.prepare import Prepared, Rules
+
+
+PARENT_CHECK_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """What a pool process needs to read raw mail and store attachments on its own: parts of the config that
+    change only with a restart (mailer.runtime.reload.RESTART_ONLY), so they are given once, at spawn."""
+
+    database_url: str
+    storage_dir: Path
+    max_message_bytes: int
+    encryption_keys_env: str | None  # the keys stay in the environment, which the processes inherit
+
+    @classmethod
+    def of(cls, config: Config) -> LedgerSettings:
+        return cls(config.database_url, config.storage_dir, config.max_message_bytes, config.encryption_keys_env)
 
 
 class PreparePool:
@@ -25,7 +51,8 @@ class PreparePool:
     Every batch goes to the pool, however small (shipping one mail costs about a millisecond): the writing
     process then never detects a language, so it never loads the models and keeps their memory free."""
 
-    def __init__(self, processes: int | None = None) -> None:
+    def __init__(self, ledger: LedgerSettings, processes: int | None = None) -> None:
+        self.ledger = ledger
         self.processes = processes or max((os.cpu_count() or 1) - 1, 1)
         self._executor: ProcessPoolExecutor | None = None
 
@@ -40,18 +67,19 @@ class PreparePool:
         if self._executor is None:
             # spawn, not fork: the daemon has threads (and locks) that a forked child would inherit mid-use.
             self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_load_parsers)
+                                                 initializer=_load_parsers, initargs=(os.getpid(), self.ledger))
         return self._executor
 
-    def prepare_many(self, raws: list[bytes], drop: bool) -> list[Prepared | None]:
-        if not raws:
+    def prepare_many(self, raw_ids: list[int], rules: Rules) -> list[tuple[int, Prepared]]:
+        """The stored mails prepared, by raw id (those not prepared are left out)."""
+        if not raw_ids:
             return []
-        from mailer.stages.prepare import prepare_chunk  # long imported here by the pipeline's runner
+        from mailer.stages.prepare import prepare_in_pool  # long imported here by the pipeline's runner
 
         executor = self._started()
-        size = -(-len(raws) // self.processes)
-        chunks = [raws[i:i + size] for i in range(0, len(raws), size)]
-        futures = [executor.submit(prepare_chunk, chunk, drop) for chunk in chunks]
+        size = -(-len(raw_ids) // self.processes)
+        chunks = [raw_ids[i:i + size] for i in range(0, len(raw_ids), size)]
+        futures = [executor.submit(prepare_in_pool, chunk, rules) for chunk in chunks]
         return [item for future in futures for item in future.result()]
 
     def close(self) -> None:
@@ -65,15 +93,25 @@ def start_for(config: Config) -> PreparePool | None:
 
     Otherwise the process that runs the pipeline parses itself (`supportd worker` processes scale out)."""
     if config.broker.embedded and (os.cpu_count() or 1) > 1:
-        return PreparePool().start()
+        return PreparePool(LedgerSettings.of(config)).start()
     return None
 
 
-def _load_parsers() -> None:
-    """In each process, before its first task: the parsers, the language models, one mail parsed."""
-    from mailer.stages.prepare import warm_up
+def _load_parsers(daemon: int, ledger: LedgerSettings) -> None:
+    """In each process, before its first task: its ledger, the parsers, the language models, one mail parsed."""
+    threading.Thread(target=_exit_with, args=(daemon,), name="exit-with-daemon", daemon=True).start()
+    from mailer.stages.prepare import open_pool_ledger, warm_up
 
+    open_pool_ledger(ledger)
     warm_up()
+
+
+def _exit_with(daemon: int) -> None:
+    """A daemon killed outright (SIGKILL, OOM) never shuts its pool down, and the processes, which wait on a
+    queue their siblings also hold open, would wait for ever with their memory and database connection."""
+    while os.getppid() == daemon:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _started_up() -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import traceback
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError
@@ -24,7 +26,7 @@ from mailer.pipeline import STAGES
 from mailer.runtime import metrics
 from mailer.runtime.transient import is_transient
 from mailer.stages.lookups import Lookups, fetch, window_start
-from mailer.stages.prepare import Prepared, prepare
+from mailer.stages.prepare import Ledger, Prepared, Rules, prepare_stored
 from mailer.stages.unflushed import MailKeys
 from mailer.stages.work import Work, flush_events, keep_events
 
@@ -146,21 +148,22 @@ def _result(outcome: Result | Work) -> Result:
 
 
 def prepare_batch(app: App, raw_ids: list[int]) -> dict[int, Prepared]:
-    """Parse and redact the batch's pending mails from a read snapshot, in the pool when there is one."""
+    """Parse, redact and screen the batch's pending mails, in the pool when there is one: its processes read
+    the mails by id and store the attachments themselves, so no mail's bytes pass through this process."""
+    rules = Rules.of(app.config)
+    if app.cpu is not None:
+        return dict(app.cpu.prepare_many(raw_ids, rules))
+    ledger = Ledger(partial(_pending_raws, app), app.sealer, app.store)
+    return dict(prepare_stored(ledger, raw_ids, rules))
+
+
+@contextmanager
+def _pending_raws(app: App, raw_ids: list[int]) -> Iterator[Iterable[tuple[int, bytes]]]:
+    """The batch's mails still pending and not too large, from a read snapshot (the pool reads its own)."""
     with app.db.reading() as session:
-        rows = session.execute(select(RawMessage.id, RawMessage.raw).where(
+        yield session.execute(select(RawMessage.id, RawMessage.raw).where(
             RawMessage.id.in_(raw_ids), RawMessage.status == "pending",
-            RawMessage.size <= app.config.max_message_bytes)).all()
-    opened: list[tuple[int, bytes]] = []
-    for raw_id, raw in rows:
-        try:
-            opened.append((raw_id, app.sealer.open(raw)))
-        except Exception:  # the parse stage meets it again and quarantines the mail
-            continue
-    drop = app.config.raw_with_secrets == "drop"
-    raws = [raw for _, raw in opened]
-    done = app.cpu.prepare_many(raws, drop) if app.cpu else [prepare(raw, drop) for raw in raws]
-    return {raw_id: result for (raw_id, _), result in zip(opened, done, strict=True) if result is not None}
+            RawMessage.size <= app.config.max_message_bytes))
 
 
 def _run_stages(app: App, session: Session, raw_id: int, raw: RawMessage | None, prepared: Prepared | None,

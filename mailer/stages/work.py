@@ -16,7 +16,7 @@ from mailer.ledger.db import Attachment, Outbox, RawMessage, Ticket, TicketEvent
 from mailer.stages.compose import outbox_key, schedule_reply
 from mailer.stages.escalate import reschedule_alerts
 from mailer.stages.lookups import AUTOMATIC_PURPOSES, Lookups
-from parsing.attachments import judge
+from parsing.attachments import screen
 from parsing.message import ParsedMail
 from routing.dedup import ThreadMatch
 from routing.rules import RouteDecision
@@ -89,18 +89,17 @@ def recompute_clock(work: Work, ticket: Ticket, reason: str) -> None:
 
 
 def store_attachments(work: Work, message: TicketMessage) -> None:
-    limits = work.app.config.attachments
-    for index, part in enumerate(need(work.mail, "parse").attachments):
-        verdict = judge(part.filename, part.content, limits)
-        refused = verdict.refused or (f"more than {limits.max_count} attachments" if index >= limits.max_count
-                                      else None)
-        if refused is None:
-            work.app.store.put(part.content)
-        else:
-            work.refused.append((part.filename, refused))
+    """Record the mail's attachments; the accepted ones' content is in the store already when the mail was
+    prepared ahead (mailer/stages/prepare.py), and put there now otherwise."""
+    mail = need(work.mail, "parse")
+    verdicts = (work.prepared.verdicts if work.prepared is not None
+                else screen(mail.attachments, work.app.config.attachments, work.app.store.put))
+    for part, verdict in zip(mail.attachments, verdicts, strict=True):
+        if verdict.refused is not None:
+            work.refused.append((part.filename, verdict.refused))
         message.attachments.append(Attachment(filename=part.filename, content_type=verdict.detected_type,
                                               declared_type=part.content_type, size=part.size, sha256=part.sha256,
-                                              refused_reason=refused))
+                                              refused_reason=verdict.refused))
 
 
 def queue_automatic(work: Work, purpose: str, key: str, to_address: str, context: dict[str, object],
