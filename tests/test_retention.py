@@ -289,7 +289,8 @@ def test_purge_without_rules_keeps_everything(make_config: ConfigFactory, tmp_pa
     path, config = make_config()
     prepared_app(config, tmp_path).close()
     assert main(["purge", "--config", str(path), "--apply"]) == 0
-    assert "no [retention] rule configured; everything is kept" in capsys.readouterr().out
+    assert "no [retention] rule configured; everything is kept but attachment files no message references" \
+        in capsys.readouterr().out
 
 
 def test_purge_shows_progress_on_a_terminal_only(make_config: ConfigFactory, mailbox: Mailbox, smtp_sink: SmtpSink,

@@ -33,9 +33,9 @@ def cmd_purge(open_app: OpenApp, args: argparse.Namespace) -> int:
     app = open_app(args)
     retention = app.config.retention
     if (retention.raw_mail_days, retention.attachments_days, retention.closed_tickets_days) == (None, None, None):
-        app.close()
-        print(f"{app.config.source}: no [retention] rule configured; everything is kept")
-        return 0
+        # Files no message ever referenced (stored for a mail that became no ticket) go all the same.
+        print(f"{app.config.source}: no [retention] rule configured; everything is kept "
+              "but attachment files no message references")
     shown = _KindProgress()
     try:
         report = purge(app.db, app.store, retention, utcnow(), apply=args.apply,

@@ -9,8 +9,10 @@ and are read as they are.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
 
 PREFIX = b"SDENC1:"
 
@@ -21,7 +23,11 @@ class SealError(Exception):
 
 class Sealer:
     def __init__(self, keys: list[bytes]) -> None:
-        self._fernet = MultiFernet([Fernet(k) for k in keys]) if keys else None
+        self._fernet: MultiFernet | None = None
+        if keys:  # cryptography is loaded only when encryption is on (every parsing process builds a Sealer)
+            from cryptography.fernet import Fernet, MultiFernet
+
+            self._fernet = MultiFernet([Fernet(k) for k in keys])
 
     @classmethod
     def from_env(cls, variable: str | None) -> Sealer:
@@ -41,6 +47,8 @@ class Sealer:
             return data
         if self._fernet is None:
             raise SealError("data is encrypted but no key is configured ([encryption] keys_env)")
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(data[len(PREFIX):])
         except InvalidToken:
@@ -57,6 +65,8 @@ class Sealer:
 
 def check_keys(variable: str) -> str | None:
     """A problem with the keys in `variable`, in words, or None."""
+    from cryptography.fernet import Fernet
+
     raw = os.environ.get(variable)
     if not raw:
         return f"environment variable {variable} is not set"
