@@ -13,6 +13,7 @@ from mailer.config import Config, SlaPolicy
 from mailer.ledger.crypto import Sealer
 from mailer.ledger.db import Database, Ticket
 from mailer.ledger.directory import Directory, build_directory
+from mailer.ledger.ids import NUMBERED_AT_FLUSH  # noqa: F401  (its flush hook numbers new rows on SQLite)
 from mailer.ledger.store import ContentStore
 from mailer.runtime.pool import PreparePool
 from mailer.stages.compose import Sender

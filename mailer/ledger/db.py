@@ -363,8 +363,6 @@ class Database:
     """An engine and its session factory; `session()` commits on success, rolls back on error."""
 
     def __init__(self, url: str) -> None:
-        import mailer.ledger.ids  # noqa: F401  (its flush hook numbers new rows on SQLite)
-
         self.url = url
         self.engine = make_engine(url)
         # SQLite has one writer at a time, and its busy handler polls with sleeps of up to 100 ms. Threads
