@@ -2,7 +2,7 @@
 
 A new ticket's number is needed at once (the acknowledgement's subject, Message-ID and reply address
 carry it), and flushing each ticket to learn it cost a statement and a unit-of-work round per mail.
-PostgreSQL hands out the next value of the table's own sequence, as the INSERT would have.
+PostgreSQL hands out values of the table's own sequence, as the INSERT would have, a few at a time.
 
 SQLite's writing transaction holds the database's write lock from its BEGIN IMMEDIATE (mailer.ledger.db),
 so the highest number written plus what this transaction already handed out cannot be taken by anyone
@@ -23,7 +23,10 @@ from sqlalchemy.orm import Session, SessionTransaction
 from mailer.ledger.db import Attachment, Outbox, Rating, RawMessage, Review, Ticket, TicketMessage
 
 _NEXT = "supportd_next_ids"  # session.info key: SQLite's next free number per table in this transaction
-_PG_NEXT = text("SELECT nextval(pg_get_serial_sequence('tickets', 'id'))")
+_PG_HELD = "supportd_ticket_numbers"  # session.info key: PostgreSQL numbers taken and not yet used
+_PG_BLOCKS = "supportd_ticket_blocks"  # session.info key: how many blocks this transaction took
+_PG_NEXT = text("SELECT nextval(pg_get_serial_sequence('tickets', 'id')) FROM generate_series(1, :count)")
+PG_MAX_BLOCK = 32
 NUMBERED_AT_FLUSH = (RawMessage, TicketMessage, Outbox, Attachment, Rating, Review, Ticket)
 
 
@@ -31,10 +34,22 @@ def new_ticket_id(session: Session) -> int | None:
     """The number for a ticket about to be added, or None where the database must assign it on flush."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        return int(session.scalar(_PG_NEXT))
+        return _next_postgres(session)
     if dialect != "sqlite":
         return None
     return _next_sqlite(session, Ticket)
+
+
+def _next_postgres(session: Session) -> int:
+    """From numbers taken in blocks that double within a transaction (1, 2, 4 … 32): one statement for
+    several tickets, and at most as many numbers left unused as were used (a sequence has gaps anyway)."""
+    held: list[int] = session.info.setdefault(_PG_HELD, [])
+    if not held:
+        blocks = session.info.get(_PG_BLOCKS, 0)
+        session.info[_PG_BLOCKS] = blocks + 1
+        count = min(PG_MAX_BLOCK, 2 ** blocks)
+        held.extend(sorted(session.scalars(_PG_NEXT, {"count": count}), reverse=True))
+    return int(held.pop())
 
 
 def _next_sqlite(session: Session, model: type[Any]) -> int:
@@ -60,4 +75,5 @@ def _number_new_rows(session: Session, _context: Any, _instances: Any) -> None:
 def _forget_numbers(session: Session, transaction: SessionTransaction) -> None:
     """Outside the transaction (and its write lock) the numbers mean nothing: another writer may take them."""
     if transaction.parent is None:
-        session.info.pop(_NEXT, None)
+        for key in (_NEXT, _PG_HELD, _PG_BLOCKS):
+            session.info.pop(key, None)
