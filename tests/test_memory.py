@@ -17,11 +17,12 @@ from email.policy import compat32
 
 import pytest
 from imapclient import IMAPClient
+from sqlalchemy import select
 
 from mailer.config import Config
 from mailer.demo.samples import mail_with_attachment, text_mail
 from mailer.ledger import migrate
-from mailer.ledger.db import Database
+from mailer.ledger.db import Database, RawMessage
 from mailer.transport.intake import MailboxIntake
 from parsing.mime import FEED_SLICE, message_from_bytes, read_mime
 from tests.conftest import ConfigFactory
@@ -128,11 +129,14 @@ def test_intake_takes_large_mails_a_few_at_a_time(make_config: ConfigFactory, ma
     client = intake.connect()
     try:
         peak = peak_of(lambda: intake.sync(client))
+        with db.reading() as session:  # written into their rows in slices (SQLite), byte for byte
+            kept = session.execute(select(RawMessage.raw, RawMessage.size).order_by(RawMessage.uid)).all()
     finally:
         client.logout()
         db.dispose()
     assert [len(ids) for ids in stored] == [2, 2]  # one batch of the mailbox, fetched and stored in two parts
     assert peak < 1.5 * (len(raws[0]) + len(raws[1]))  # never all four at once
+    assert [(raw, size) for raw, size in kept] == [(raw, len(raw)) for raw in raws]
 
 
 @pytest.mark.skipif(not dovecot_available(), reason="needs Dovecot (a server with a short command line)")
