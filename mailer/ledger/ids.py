@@ -64,7 +64,7 @@ def _next_sqlite(session: Session, model: type[Any]) -> int:
 
 @event.listens_for(Session, "before_flush")
 def _number_new_rows(session: Session, _context: Any, _instances: Any) -> None:
-    if session.get_bind().dialect.name != "sqlite":
+    if not session.new or session.get_bind().dialect.name != "sqlite":
         return
     for row in session.new:
         if isinstance(row, NUMBERED_AT_FLUSH) and row.id is None:
