@@ -113,3 +113,25 @@ def test_supportd_lmtp_command_serves_until_sigterm(make_config: ConfigFactory, 
         _, err = daemon.communicate(timeout=60)
     assert daemon.returncode == 0, err.decode()
     assert [m.rcpt_tos for m in smtp_sink.delivered] == [["omar@example.com"]]
+
+
+def test_a_large_lmtp_mail_is_stored_byte_for_byte(make_config: ConfigFactory, tmp_path: Path) -> None:
+    """Over 1 MB the raw row is written in slices after a zero-filled INSERT (mailer.transport.intake)."""
+    from mailer.transport.lmtp import start_listener
+    from tests.test_memory import large_mail
+
+    port = free_port()
+    _, config = make_config(mailboxes=[], lmtp={"listen": f"127.0.0.1:{port}"})
+    app = prepared_app(config, tmp_path)
+    stored: list[int] = []
+    controller = start_listener(app, "127.0.0.1", port, stored.extend)
+    raw = large_mail(2_500_000)
+    try:
+        with smtplib.LMTP("127.0.0.1", port) as client:
+            client.sendmail("anna@example.net", ["support@desk.example"], raw)
+        with app.db.reading() as session:
+            kept = session.scalar(select(RawMessage.raw).where(RawMessage.id == stored[0]))
+    finally:
+        controller.stop()
+        app.close()
+    assert len(raw) > 3_000_000 and kept == raw

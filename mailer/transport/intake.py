@@ -65,9 +65,9 @@ def raw_row(mailbox: str, uid: int, raw: bytes, sealer: Sealer) -> RawMessage:
                       raw=sealer.seal(raw), received_at=utcnow())
 
 
-def _hold_back_large_blobs(session: Session, rows: list[RawMessage]) -> list[tuple[RawMessage, bytes]]:
+def hold_back_large_blobs(session: Session, rows: list[RawMessage]) -> list[tuple[RawMessage, bytes]]:
     """SQLite: a large mail's row is inserted with a zero-filled blob of its size, written after the INSERT
-    in slices (`_write_blobs`). Bound as a parameter, the whole mail was copied once more by SQLite and
+    in slices (`write_blobs`). Bound as a parameter, the whole mail was copied once more by SQLite and
     once by the statement's parameters, about twice its size at the daemon's peak."""
     if session.get_bind().dialect.name != "sqlite":
         return []
@@ -79,7 +79,7 @@ def _hold_back_large_blobs(session: Session, rows: list[RawMessage]) -> list[tup
     return held
 
 
-def _write_blobs(session: Session, held: list[tuple[RawMessage, bytes]]) -> None:
+def write_blobs(session: Session, held: list[tuple[RawMessage, bytes]]) -> None:
     """Into the rows just inserted, in this transaction, a slice at a time."""
     if not held:
         return
@@ -285,13 +285,13 @@ class MailboxIntake:
             fresh = [r for r in rows if r.uid not in known]
             for row in fresh:
                 row.uidvalidity = uidvalidity
-            large = _hold_back_large_blobs(session, fresh)
+            large = hold_back_large_blobs(session, fresh)
             session.add_all(fresh)
             checkpoint = session.get(Checkpoint, self.config.name, with_for_update=True)
             assert checkpoint is not None
             checkpoint.last_uid, checkpoint.updated_at = max(checkpoint.last_uid, high_uid), utcnow()
             session.flush()
-            _write_blobs(session, large)
+            write_blobs(session, large)
             return [r.id for r in fresh if r.status == "pending"]
 
     # --- marking --------------------------------------------------------------------------------
