@@ -5,6 +5,8 @@ from __future__ import annotations
 import smtplib
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import select
@@ -59,8 +61,9 @@ def test_lmtp_delivery_becomes_a_ticket_and_an_ack(make_config: ConfigFactory, s
     app.close()
 
 
-def test_lmtp_answers_each_recipient(make_config: ConfigFactory, tmp_path: Path) -> None:
-    """LMTP wants one reply per recipient; a raw protocol check without a full daemon."""
+@contextmanager
+def listener(make_config: ConfigFactory, tmp_path: Path) -> Iterator[tuple[App, int, list[int]]]:
+    """An LMTP listener without a full daemon: the app, its port, and the raw ids it stored."""
     from mailer.transport.lmtp import start_listener
 
     port = free_port()
@@ -69,6 +72,15 @@ def test_lmtp_answers_each_recipient(make_config: ConfigFactory, tmp_path: Path)
     stored: list[int] = []
     controller = start_listener(app, "127.0.0.1", port, stored.extend)
     try:
+        yield app, port, stored
+    finally:
+        controller.stop()
+        app.close()
+
+
+def test_lmtp_answers_each_recipient(make_config: ConfigFactory, tmp_path: Path) -> None:
+    """LMTP wants one reply per recipient; a raw protocol check without a full daemon."""
+    with listener(make_config, tmp_path) as (_app, port, stored):
         import socket
 
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -90,9 +102,6 @@ def test_lmtp_answers_each_recipient(make_config: ConfigFactory, tmp_path: Path)
             replies = [reader.readline(), reader.readline()]
         assert all(r.startswith(b"250 2.0.0 stored as") for r in replies)
         assert len(stored) == 1
-    finally:
-        controller.stop()
-        app.close()
 
 
 def test_supportd_lmtp_command_serves_until_sigterm(make_config: ConfigFactory, smtp_sink: SmtpSink,
@@ -117,21 +126,12 @@ def test_supportd_lmtp_command_serves_until_sigterm(make_config: ConfigFactory, 
 
 def test_a_large_lmtp_mail_is_stored_byte_for_byte(make_config: ConfigFactory, tmp_path: Path) -> None:
     """Over 1 MB the raw row is written in slices after a zero-filled INSERT (mailer.transport.intake)."""
-    from mailer.transport.lmtp import start_listener
     from tests.test_memory import large_mail
 
-    port = free_port()
-    _, config = make_config(mailboxes=[], lmtp={"listen": f"127.0.0.1:{port}"})
-    app = prepared_app(config, tmp_path)
-    stored: list[int] = []
-    controller = start_listener(app, "127.0.0.1", port, stored.extend)
     raw = large_mail(2_500_000)
-    try:
+    with listener(make_config, tmp_path) as (app, port, stored):
         with smtplib.LMTP("127.0.0.1", port) as client:
             client.sendmail("anna@example.net", ["support@desk.example"], raw)
         with app.db.reading() as session:
             kept = session.scalar(select(RawMessage.raw).where(RawMessage.id == stored[0]))
-    finally:
-        controller.stop()
-        app.close()
     assert len(raw) > 3_000_000 and kept == raw
