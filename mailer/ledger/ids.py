@@ -15,6 +15,7 @@ statements without numbers, are not among them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event, func, select, text
@@ -22,12 +23,24 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from mailer.ledger.db import Attachment, Outbox, Rating, RawMessage, Review, Ticket, TicketMessage
 
-_NEXT = "supportd_next_ids"  # session.info key: SQLite's next free number per table in this transaction
-_PG_HELD = "supportd_ticket_numbers"  # session.info key: PostgreSQL numbers taken and not yet used
-_PG_BLOCKS = "supportd_ticket_blocks"  # session.info key: how many blocks this transaction took
+_NUMBERS = "supportd_numbers"  # session.info key: this transaction's `_Numbers`
 _PG_NEXT = text("SELECT nextval(pg_get_serial_sequence('tickets', 'id')) FROM generate_series(1, :count)")
 PG_MAX_BLOCK = 32
 NUMBERED_AT_FLUSH = (RawMessage, TicketMessage, Outbox, Attachment, Rating, Review, Ticket)
+
+
+@dataclass
+class _Numbers:
+    """What one transaction has handed out; forgotten when it ends."""
+
+    sqlite_next: dict[type[Any], int] = field(default_factory=dict)  # per table: the next free number
+    postgres_held: list[int] = field(default_factory=list)  # ticket numbers taken and not yet used
+    postgres_block: int = 1  # how many to take next time
+
+
+def _numbers(session: Session) -> _Numbers:
+    numbers: _Numbers = session.info.setdefault(_NUMBERS, _Numbers())
+    return numbers
 
 
 def new_ticket_id(session: Session) -> int | None:
@@ -43,22 +56,21 @@ def new_ticket_id(session: Session) -> int | None:
 def _next_postgres(session: Session) -> int:
     """From numbers taken in blocks that double within a transaction (1, 2, 4 … 32): one statement for
     several tickets, and at most as many numbers left unused as were used (a sequence has gaps anyway)."""
-    held: list[int] = session.info.setdefault(_PG_HELD, [])
-    if not held:
-        blocks = session.info.get(_PG_BLOCKS, 0)
-        session.info[_PG_BLOCKS] = blocks + 1
-        count = min(PG_MAX_BLOCK, 2 ** blocks)
-        held.extend(sorted(session.scalars(_PG_NEXT, {"count": count}), reverse=True))
-    return int(held.pop())
+    numbers = _numbers(session)
+    if not numbers.postgres_held:
+        taken = session.scalars(_PG_NEXT, {"count": numbers.postgres_block})
+        numbers.postgres_held = sorted(taken, reverse=True)
+        numbers.postgres_block = min(PG_MAX_BLOCK, 2 * numbers.postgres_block)
+    return int(numbers.postgres_held.pop())
 
 
 def _next_sqlite(session: Session, model: type[Any]) -> int:
-    numbers: dict[type[Any], int] = session.info.setdefault(_NEXT, {})
-    number = numbers.get(model)
+    following = _numbers(session).sqlite_next
+    number = following.get(model)
     if number is None:
         # Rows already flushed in this transaction count: the maximum is read inside it.
         number = (session.connection().scalar(select(func.max(model.id))) or 0) + 1
-    numbers[model] = number + 1
+    following[model] = number + 1
     return number
 
 
@@ -75,5 +87,4 @@ def _number_new_rows(session: Session, _context: Any, _instances: Any) -> None:
 def _forget_numbers(session: Session, transaction: SessionTransaction) -> None:
     """Outside the transaction (and its write lock) the numbers mean nothing: another writer may take them."""
     if transaction.parent is None:
-        for key in (_NEXT, _PG_HELD, _PG_BLOCKS):
-            session.info.pop(key, None)
+        session.info.pop(_NUMBERS, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def is_current(url: str) -> bool:
     """The database records HEAD as its version (anything else, or no table yet: Alembic decides)."""
     from mailer.ledger.db import READONLY, make_engine
 
-    engine = make_engine(url) if url.startswith(("sqlite", "postgresql://")) else create_engine(url)
+    engine = make_engine(url)
     try:
         with engine.connect().execution_options(**{READONLY: True}) as connection:  # no write lock
             versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()

@@ -65,30 +65,25 @@ def raw_row(mailbox: str, uid: int, raw: bytes, sealer: Sealer) -> RawMessage:
                       raw=sealer.seal(raw), received_at=utcnow())
 
 
-def hold_back_large_blobs(session: Session, rows: list[RawMessage]) -> list[tuple[RawMessage, bytes]]:
-    """SQLite: a large mail's row is inserted with a zero-filled blob of its size, written after the INSERT
-    in slices (`write_blobs`). Bound as a parameter, the whole mail was copied once more by SQLite and
-    once by the statement's parameters, about twice its size at the daemon's peak."""
-    if session.get_bind().dialect.name != "sqlite":
-        return []
+def insert_raw_rows(session: Session, rows: list[RawMessage]) -> None:
+    """Add and flush raw mail rows. On SQLite a large mail's row is inserted with a zero-filled blob of its
+    size and the mail written into it a slice at a time: bound as a parameter, the whole mail was copied
+    once more by SQLite, about twice its size at the daemon's peak."""
     held = []
-    for row in rows:
-        if len(row.raw) > BLOB_SLICE:
-            held.append((row, row.raw))
-            row.raw = func.zeroblob(len(row.raw))
-    return held
-
-
-def write_blobs(session: Session, held: list[tuple[RawMessage, bytes]]) -> None:
-    """Into the rows just inserted, in this transaction, a slice at a time."""
-    if not held:
-        return
-    driver = session.connection().connection.driver_connection
-    for row, content in held:
-        view = memoryview(content)
-        with driver.blobopen("raw_messages", "raw", row.id) as blob:
-            for start in range(0, len(view), BLOB_SLICE):
-                blob.write(view[start:start + BLOB_SLICE])
+    if session.get_bind().dialect.name == "sqlite":
+        for row in rows:
+            if len(row.raw) > BLOB_SLICE:
+                held.append((row, row.raw))
+                row.raw = func.zeroblob(len(row.raw))
+    session.add_all(rows)
+    session.flush()
+    if held:
+        driver = session.connection().connection.driver_connection
+        for row, content in held:
+            view = memoryview(content)
+            with driver.blobopen("raw_messages", "raw", row.id) as blob:
+                for start in range(0, len(view), BLOB_SLICE):
+                    blob.write(view[start:start + BLOB_SLICE])
 
 
 def _header_block(raw: bytes) -> bytes:
@@ -285,13 +280,10 @@ class MailboxIntake:
             fresh = [r for r in rows if r.uid not in known]
             for row in fresh:
                 row.uidvalidity = uidvalidity
-            large = hold_back_large_blobs(session, fresh)
-            session.add_all(fresh)
+            insert_raw_rows(session, fresh)
             checkpoint = session.get(Checkpoint, self.config.name, with_for_update=True)
             assert checkpoint is not None
             checkpoint.last_uid, checkpoint.updated_at = max(checkpoint.last_uid, high_uid), utcnow()
-            session.flush()
-            write_blobs(session, large)
             return [r.id for r in fresh if r.status == "pending"]
 
     # --- marking --------------------------------------------------------------------------------

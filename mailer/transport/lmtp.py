@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from mailer.app import App
 from mailer.ledger.db import RawMessage
 from mailer.runtime import metrics
-from mailer.transport.intake import hold_back_large_blobs, raw_row, write_blobs
+from mailer.transport.intake import insert_raw_rows, raw_row
 
 log = logging.getLogger(__name__)
 MAILBOX = "lmtp"
@@ -48,10 +48,7 @@ class LmtpHandler:
             uid = (session.scalar(select(func.max(RawMessage.uid)).where(RawMessage.mailbox == MAILBOX)) or 0) + 1
             row = raw_row(MAILBOX, uid, raw, self.app.sealer)
             row.server_state = "marked"  # no IMAP server to mark it on
-            large = hold_back_large_blobs(session, [row])
-            session.add(row)
-            session.flush()
-            write_blobs(session, large)
+            insert_raw_rows(session, [row])
             return row.id
 
 
